@@ -1,0 +1,120 @@
+//! `cargo xtask up` runs Haven locally; `cargo xtask test` runs every test.
+//!
+//! These are the README's two commands. Both install missing system packages, build
+//! what they need, start real services (PostgreSQL from Debian, the local Supabase
+//! stand-in, ...) and stop everything they started, also on Ctrl-C or failure.
+
+mod apt;
+mod cargo;
+mod signals;
+mod stack;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  up      run the whole system locally (Postgres + local Supabase API + services),
+          until Ctrl-C. State persists in .haven/ between runs.
+          --pg-port N    Postgres port (default 54322, or a free one)
+          --api-port N   local Supabase API port (default 54321, or a free one)
+          --reset        delete the local state first (fresh database)
+          --no-build     use the binaries already built
+  test    install what is missing, build, start a throw-away stack and run every test:
+          pgTAP (pg_prove), the migration reproducibility check, cargo test --workspace.
+          -- ARGS        extra arguments passed to cargo test
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let root = haven_devstack::workspace_root();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        bail!("missing command");
+    };
+    match command.as_str() {
+        "up" => up(root, rest),
+        "test" => test::run(&root, rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+fn up(root: PathBuf, args: &[String]) -> Result<()> {
+    let mut opts = stack::StackOptions {
+        state_dir: stack::persistent_state_dir(&root),
+        pg_port: None,
+        api_port: None,
+        seed: true,
+    };
+    let mut reset = false;
+    let mut build = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--pg-port" => opts.pg_port = Some(parse_port(it.next())?),
+            "--api-port" => opts.api_port = Some(parse_port(it.next())?),
+            "--reset" => reset = true,
+            "--no-build" => build = false,
+            other => bail!("unknown option `{other}` for up\n{USAGE}"),
+        }
+    }
+    signals::block_shutdown_signals();
+    apt::ensure(apt::Purpose::Up)?;
+    if build {
+        cargo::run(&root, &["build", "--workspace", "--all-targets"], &[])?;
+    }
+    if reset && opts.state_dir.exists() {
+        std::fs::remove_dir_all(&opts.state_dir)?;
+    }
+    let mut stack = stack::LocalStack::start(&root, &opts)?;
+    print_banner(&stack);
+    let sig = signals::wait_for_shutdown();
+    eprintln!("\nxtask: {sig} received, stopping the stack...");
+    stack.check_alive().ok();
+    drop(stack);
+    eprintln!("xtask: stopped.");
+    Ok(())
+}
+
+fn print_banner(stack: &stack::LocalStack) {
+    let info = &stack.info;
+    println!("\nHaven is running locally (Ctrl-C stops everything).\n");
+    println!("  Postgres       {}", info.database_url);
+    match (&info.api_url, &info.anon_key, &info.service_role_key) {
+        (Some(url), Some(anon), Some(service)) => {
+            println!("  Supabase API   {url}  (/auth/v1, /rest/v1)");
+            println!("  anon key       {anon}");
+            println!("  service key    {service}");
+        }
+        _ => println!("  Supabase API   not built yet (haven-local-api)"),
+    }
+    println!("  Demo login     demo@haven.local / haven-demo-password");
+    println!("                 (also alice@, bob@ and outsider@haven.local, same password)");
+    println!("  Stack file     {}", stack.info_path().display());
+    println!("  Logs           {}", stack.state_dir.display());
+}
+
+fn parse_port(v: Option<&String>) -> Result<u16> {
+    match v.map(|s| s.parse::<u16>()) {
+        Some(Ok(p)) if p != 0 => Ok(p),
+        _ => bail!("expected a port number (1-65535)"),
+    }
+}
