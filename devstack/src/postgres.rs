@@ -155,7 +155,10 @@ impl PgCluster {
     pub fn drop_database(&self, db: &str) -> Result<(), DevStackError> {
         self.psql(
             "postgres",
-            &["-c", &format!("drop database if exists \"{db}\" with (force)")],
+            &[
+                "-c",
+                &format!("drop database if exists \"{db}\" with (force)"),
+            ],
         )?;
         Ok(())
     }
@@ -250,7 +253,11 @@ fn stop_stale_server(bin: &Path, data: &Path, run_as: &RunAs) {
     let Ok(text) = fs::read_to_string(&pidfile) else {
         return;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return;
     };
     // SAFETY: kill with signal 0 only checks whether the process exists.

@@ -1,3 +1,5 @@
-//! Signaling service: Supabase JWT verification, RLS-authorized voice joins, SFU placement, live events.
-//!
-//! Not built yet: this crate is a placeholder in the workspace layout until its issue lands.
+//! Haven's signaling service: verifies Supabase access tokens, authorizes voice joins
+//! through row-level-security RPCs as the user, places rooms on SFU nodes and fans out
+//! live events. Work in progress (issue 4): only token verification exists so far.
+
+pub mod jwt;

@@ -32,7 +32,10 @@ pub fn ensure(purpose: Purpose) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing missing system packages: {}", missing.join(" "));
+    eprintln!(
+        "xtask: installing missing system packages: {}",
+        missing.join(" ")
+    );
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let run = |args: &[&str]| -> Result<()> {

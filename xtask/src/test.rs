@@ -75,7 +75,10 @@ fn pgtap(root: &Path, pg: &PgCluster) -> Result<()> {
     SupabaseProject::at(root.join("supabase")).apply(pg, DB, false)?;
     pg.psql(
         DB,
-        &["-c", "create extension if not exists pgtap with schema extensions"],
+        &[
+            "-c",
+            "create extension if not exists pgtap with schema extensions",
+        ],
     )?;
     eprintln!("xtask: pg_prove --ext .sql -r supabase/tests");
     let status = Command::new("pg_prove")
