@@ -1,3 +1,41 @@
-//! SFU media node: selective forwarding of Opus RTP with str0m.
+//! Haven's SFU media node: selective forwarding of Opus RTP with str0m.
 //!
-//! Not built yet: this crate is a placeholder in the workspace layout until its issue lands.
+//! This crate is the sans-IO core: [`SfuEngine`] owns many participants' str0m `Rtc`s and
+//! their rooms and is driven only by datagrams, control requests and `Instant`s. Sockets,
+//! threads and the QUIC control link are a shell around it (not in this crate yet).
+//!
+//! Code map:
+//! - [`engine`]: the engine: demux, timers, admission, forwarding, events.
+//! - [`participant`]: one participant's `Rtc` and the drive/drain discipline.
+//! - [`room`]: a voice room: members, speaker selection, counters.
+//! - [`speakers`]: which speakers go into the N receive slots (pure logic).
+//! - [`slots`]: one receive slot's SSRC/sequence/timestamp continuity (pure logic).
+//! - [`level`]: RFC 6464 level smoothing and speaking detection (pure logic).
+//! - [`admission`]: join grant checks and the replay cache.
+//! - `negotiation`: answering an offer and checking what it asks for.
+//! - [`offer`]: the m-line layout of a client offer (publish track, slots).
+//! - [`demux`]: classifying datagrams (RFC 7983) and reading the STUN ufrag.
+//! - [`timers`]: the deadline heap.
+//! - [`counters`]: drop reasons and traffic counters.
+//! - [`media`]: the str0m configuration every Haven peer uses.
+//! - [`config`]: engine settings.
+
+pub mod admission;
+pub mod config;
+pub mod counters;
+pub mod demux;
+pub mod engine;
+pub mod level;
+pub mod media;
+mod negotiation;
+pub mod offer;
+pub mod participant;
+pub mod room;
+pub mod slots;
+pub mod speakers;
+pub mod timers;
+
+pub use config::SfuConfig;
+pub use counters::{Counters, DropReason};
+pub use engine::{EngineError, JoinError, SfuEngine, SfuEvent, UnknownSession};
+pub use participant::{ParticipantId, Transmit};

@@ -1,0 +1,123 @@
+//! Participant lifecycle on the node: clients that vanish or never connect are dropped
+//! with a reason, empty rooms go away, and control requests map to typed replies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Impairment, Talk, World};
+use haven_proto::control::{ControlBody, ControlMessage, ErrorCode, Leave, LeaveReason, Offer};
+use haven_proto::SessionId;
+use haven_sfu::SfuEvent;
+
+fn left_reason(w: &World, session: SessionId) -> Option<LeaveReason> {
+    w.events.iter().find_map(|(_, e)| match e {
+        SfuEvent::Left(l) if l.session == session => Some(l.reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_vanished_client_is_dropped_after_the_grace_period() {
+    let mut w = World::new(51, Impairment::clean());
+    let a = w.join(true, 3);
+    let b = w.join(true, 3);
+    w.connect_all(Duration::from_secs(10));
+    w.talk(a, Talk::Speech(30));
+    w.run_for(Duration::from_secs(1));
+    let cut_at = w.now;
+    w.cut(a);
+    w.run_for(Duration::from_secs(10));
+    assert_eq!(
+        left_reason(&w, w.clients[a].session),
+        None,
+        "still within grace"
+    );
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(
+        left_reason(&w, w.clients[a].session),
+        Some(LeaveReason::Disconnected)
+    );
+    let (at, _) = w
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, SfuEvent::Left(_)))
+        .expect("left");
+    assert!(*at - cut_at >= w.sfu.config().disconnect_grace);
+    assert_eq!(w.sfu.participant_count(), 1);
+    let roster = w.sfu.roster(w.room).expect("room");
+    assert_eq!(roster.participants.len(), 1);
+    assert_eq!(roster.participants[0].session, w.clients[b].session);
+}
+
+#[test]
+fn a_client_that_never_connects_is_dropped() {
+    let mut w = World::new(52, Impairment::clean());
+    let (i, sdp) = w.new_client(true, 3);
+    w.cut(i);
+    let (user, session) = (w.clients[i].user, w.clients[i].session);
+    let token = w.mint(&w.grant(user, session, true));
+    w.submit(i, token, sdp).expect("admitted");
+    w.run_for(Duration::from_secs(25));
+    assert_eq!(left_reason(&w, session), Some(LeaveReason::ConnectTimeout));
+    assert_eq!(w.sfu.participant_count(), 0);
+    assert_eq!(w.sfu.rooms().count(), 0, "empty room removed");
+}
+
+#[test]
+fn control_requests_get_typed_replies() {
+    let mut w = World::new(53, Impairment::clean());
+    let (i, sdp) = w.new_client(true, 3);
+    let (user, session) = (w.clients[i].user, w.clients[i].session);
+    let token = w.mint(&w.grant(user, session, true));
+    let offer = ControlMessage::new(
+        11,
+        ControlBody::Offer(Offer {
+            room: w.room,
+            grant: token.clone(),
+            sdp: sdp.clone(),
+            slots: Some(2),
+        }),
+    );
+    // Through the wire encoding, as the QUIC link will do it.
+    let decoded = ControlMessage::decode(&offer.encode()).expect("decodes");
+    let (now, wall) = (w.now, w.wall());
+    let reply = w.sfu.handle_control(now, wall, &decoded).expect("reply");
+    assert_eq!(reply.id, 11);
+    let ControlBody::Answer(answer) = &reply.body else {
+        panic!("expected answer, got {reply:?}");
+    };
+    assert_eq!(answer.session, session);
+    // The room was created with 2 slots: the client's third recvonly m-line is answered
+    // but stays unused, and the slot map lists only the two live ones.
+    let answer = answer.clone();
+    w.apply_answer(i, &answer);
+    w.connect_all(Duration::from_secs(10));
+    assert_eq!(w.slot_map(i).expect("slot map").len(), 2);
+    let (now, wall) = (w.now, w.wall());
+
+    let replay = w.sfu.handle_control(now, wall, &offer).expect("reply");
+    assert!(matches!(&replay.body, ControlBody::Error(e) if e.code == ErrorCode::GrantReplayed));
+
+    let leave = ControlMessage::new(12, ControlBody::Leave(Leave { session }));
+    assert_eq!(
+        w.sfu.handle_control(now, wall, &leave).map(|r| r.body),
+        Some(ControlBody::Ack)
+    );
+    let again = w.sfu.handle_control(now, wall, &leave).expect("reply");
+    assert!(matches!(&again.body, ControlBody::Error(e) if e.code == ErrorCode::UnknownSession));
+
+    let wrong_way = ControlMessage::new(13, ControlBody::Ack);
+    assert_eq!(w.sfu.handle_control(now, wall, &wrong_way), None);
+
+    // Events become control messages for signaling.
+    w.flush();
+    let bodies: Vec<ControlBody> = w
+        .events
+        .iter()
+        .filter_map(|(_, e)| w.sfu.control_body(e))
+        .collect();
+    assert!(bodies
+        .iter()
+        .any(|b| matches!(b, ControlBody::ParticipantLeft(l) if l.reason == LeaveReason::Left)));
+}
