@@ -60,7 +60,7 @@ impl RunAs {
 }
 
 /// Asks the kernel to send SIGINT to the child when the spawning thread dies, so
-/// services stop even if the parent is killed with SIGKILL.
+/// services stop even if the parent is killed with SIGKILL; clears the signal mask.
 pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the child's own state.
     unsafe {
@@ -68,6 +68,12 @@ pub fn die_with_parent(cmd: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // xtask blocks SIGINT/SIGTERM to wait for them synchronously, and a blocked
+            // mask is inherited across exec: without this, services could never shut
+            // down gracefully and would be SIGKILLed after the grace period.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             Ok(())
         });
     }

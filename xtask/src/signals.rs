@@ -2,7 +2,7 @@
 //!
 //! The main thread blocks SIGINT/SIGTERM and waits for them synchronously, so shutdown
 //! runs ordinary code (drop the services in order) instead of an async handler.
-//! Children spawned by std start with an empty signal mask, so they are unaffected.
+//! Services are spawned through haven-devstack, which clears the inherited mask.
 
 /// Blocks SIGINT and SIGTERM for this thread (call before spawning helper threads).
 pub fn block_shutdown_signals() {

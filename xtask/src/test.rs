@@ -22,7 +22,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     let started = Instant::now();
     apt::ensure(apt::Purpose::Test)?;
-    cargo::run(root, &["build", "--workspace", "--all-targets"], &[])?;
+    // `cargo xtask test -- -p X` builds and tests only X (a developer's inner loop);
+    // the default, and CI, is the whole workspace.
+    let packages = package_args(&cargo_extra);
+    let mut build = vec!["build", "--all-targets"];
+    if packages.is_empty() {
+        build.push("--workspace");
+    } else {
+        build.extend(&packages);
+    }
+    cargo::run(root, &build, &[])?;
 
     // A throw-away stack: never touches the developer's `cargo xtask up` state.
     let state_dir = std::env::temp_dir().join(format!("haven-test-{}", std::process::id()));
@@ -49,7 +58,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         )?;
         pgtap(root, &stack.pg)?;
         migrations_reproducible(root, &stack.pg)?;
-        let mut args = vec!["test", "--workspace"];
+        let mut args = vec!["test"];
+        if packages.is_empty() {
+            args.push("--workspace");
+        }
         args.extend(&cargo_extra);
         cargo::run(
             root,
@@ -139,4 +151,20 @@ fn comparable(dump: &str) -> String {
         .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The `-p X` / `--package X` pairs among the extra cargo arguments.
+fn package_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut it = extra.iter();
+    while let Some(a) = it.next() {
+        if *a == "-p" || *a == "--package" {
+            if let Some(p) = it.next() {
+                out.extend([*a, *p]);
+            }
+        } else if a.starts_with("--package=") {
+            out.push(*a);
+        }
+    }
+    out
 }
