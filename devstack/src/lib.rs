@@ -10,6 +10,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod schema;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use postgres::{PgCluster, PgOptions};
 pub use process::Service;
 pub use schema::{ApplyReport, SupabaseProject};
+pub use stack::{LocalStack, StackOptions};
 
 /// Everything that can go wrong while bringing the stack up.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub enum DevStackError {
     },
     #[error("timed out waiting for {what}; last log lines:\n{log_tail}")]
     Timeout { what: String, log_tail: String },
+    #[error("bad JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("stack file {path}: {message}")]
     StackFile { path: PathBuf, message: String },
 }
@@ -78,6 +82,15 @@ pub struct StackInfo {
     /// `iss` of tokens issued by the local auth service.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// Base URL of the signaling service (`ws://.../v1/ws` for clients), when running.
+    #[serde(default)]
+    pub signaling_url: Option<String>,
+    /// `/metrics` URL of the SFU node, when running.
+    #[serde(default)]
+    pub sfu_metrics_url: Option<String>,
+    /// Process id of the SFU node (the load harness reads its CPU from /proc).
+    #[serde(default)]
+    pub sfu_pid: Option<u32>,
 }
 
 impl StackInfo {
@@ -123,4 +136,13 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo puts this workspace's debug binaries (`CARGO_TARGET_DIR` respected), for
+/// tests and tools that run another package's binary.
+pub fn debug_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
 }

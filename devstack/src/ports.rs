@@ -17,3 +17,10 @@ pub fn free_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A UDP port free right now on 127.0.0.1 (QUIC and media listeners).
+pub fn free_udp_port() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}

@@ -60,7 +60,7 @@ impl RunAs {
 }
 
 /// Asks the kernel to send SIGINT to the child when the spawning thread dies, so
-/// services stop even if the parent is killed with SIGKILL; clears the signal mask.
+/// services stop even if the parent is killed with SIGKILL; also clears the signal mask.
 pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the child's own state.
     unsafe {
@@ -68,9 +68,19 @@ pub fn die_with_parent(cmd: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // xtask blocks SIGINT/SIGTERM to wait for them synchronously, and a blocked
-            // mask is inherited across exec: without this, services could never shut
-            // down gracefully and would be SIGKILLed after the grace period.
+            Ok(())
+        });
+    }
+    default_signal_mask(cmd);
+}
+
+/// Clears the signal mask in the child. xtask blocks SIGINT/SIGTERM to wait for them
+/// synchronously, and a blocked mask survives exec: every process it starts (cargo, the
+/// tests, the services they spawn) would otherwise ignore Ctrl-C and SIGTERM.
+pub fn default_signal_mask(cmd: &mut Command) {
+    // SAFETY: sigemptyset and pthread_sigmask are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -158,6 +168,11 @@ impl Service {
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Fails with the log's tail if the process has exited.

@@ -1,10 +1,12 @@
 //! Haven's SFU media node: selective forwarding of Opus RTP with str0m.
 //!
-//! This crate is the sans-IO core: [`SfuEngine`] owns many participants' str0m `Rtc`s and
-//! their rooms and is driven only by datagrams, control requests and `Instant`s. Sockets,
-//! threads and the QUIC control link are a shell around it (not in this crate yet).
+//! The core is sans-IO: [`SfuEngine`] owns many participants' str0m `Rtc`s and their rooms
+//! and is driven only by datagrams, control requests and `Instant`s. Sockets, threads, the
+//! QUIC control link and the HTTP surface are a thin shell around it in [`node`], and the
+//! `haven-sfu` binary (`src/main.rs`) only parses flags and runs a [`node::SfuNode`].
 //!
 //! Code map:
+//! - [`node`]: the IO shell: workers, batched UDP, control link, metrics, drain.
 //! - [`engine`]: the engine: demux, timers, admission, forwarding, events.
 //! - [`participant`]: one participant's `Rtc` and the drive/drain discipline.
 //! - [`room`]: a voice room: members, speaker selection, counters.
@@ -28,6 +30,7 @@ pub mod engine;
 pub mod level;
 pub mod media;
 mod negotiation;
+pub mod node;
 pub mod offer;
 pub mod participant;
 pub mod room;

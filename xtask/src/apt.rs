@@ -46,6 +46,7 @@ pub fn ensure(purpose: Purpose) -> Result<()> {
             c.arg("apt-get");
             c
         };
+        haven_devstack::process::default_signal_mask(&mut cmd);
         cmd.args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null());

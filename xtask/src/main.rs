@@ -7,7 +7,6 @@
 mod apt;
 mod cargo;
 mod signals;
-mod stack;
 mod test;
 
 use std::path::PathBuf;
@@ -58,10 +57,11 @@ fn run() -> Result<()> {
 }
 
 fn up(root: PathBuf, args: &[String]) -> Result<()> {
-    let mut opts = stack::StackOptions {
-        state_dir: stack::persistent_state_dir(&root),
+    let mut opts = haven_devstack::StackOptions {
+        state_dir: haven_devstack::stack::persistent_state_dir(&root),
         pg_port: None,
         api_port: None,
+        signaling_port: None,
         seed: true,
     };
     let mut reset = false;
@@ -84,7 +84,7 @@ fn up(root: PathBuf, args: &[String]) -> Result<()> {
     if reset && opts.state_dir.exists() {
         std::fs::remove_dir_all(&opts.state_dir)?;
     }
-    let mut stack = stack::LocalStack::start(&root, &opts)?;
+    let mut stack = haven_devstack::LocalStack::start(&root, &opts)?;
     print_banner(&stack);
     let sig = signals::wait_for_shutdown();
     eprintln!("\nxtask: {sig} received, stopping the stack...");
@@ -94,7 +94,7 @@ fn up(root: PathBuf, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn print_banner(stack: &stack::LocalStack) {
+fn print_banner(stack: &haven_devstack::LocalStack) {
     let info = &stack.info;
     println!("\nHaven is running locally (Ctrl-C stops everything).\n");
     println!("  Postgres       {}", info.database_url);
@@ -104,7 +104,18 @@ fn print_banner(stack: &stack::LocalStack) {
             println!("  anon key       {anon}");
             println!("  service key    {service}");
         }
-        _ => println!("  Supabase API   not built yet (haven-local-api)"),
+        _ => println!("  Supabase API   not built (haven-local-api)"),
+    }
+    match &info.signaling_url {
+        Some(url) => println!(
+            "  Signaling      {}/v1/ws  (/healthz, /metrics)",
+            url.replace("http", "ws")
+        ),
+        None => println!("  Signaling      not built (haven-signaling)"),
+    }
+    match &info.sfu_metrics_url {
+        Some(url) => println!("  SFU node       local-1, registered with signaling ({url})"),
+        None => println!("  SFU node       not built (haven-sfu)"),
     }
     println!("  Demo login     demo@haven.local / haven-demo-password");
     println!("                 (also alice@, bob@ and outsider@haven.local, same password)");

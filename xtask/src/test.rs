@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use haven_devstack::{PgCluster, SupabaseProject, STACK_FILE_ENV};
 
-use crate::{apt, cargo, signals, stack};
+use crate::{apt, cargo, signals};
+use haven_devstack::{LocalStack, StackOptions};
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let cargo_extra: Vec<&str> = match args.split_first() {
@@ -47,12 +48,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     });
     let result = (|| -> Result<()> {
         let free = haven_devstack::ports::free_port;
-        let stack = stack::LocalStack::start(
+        let stack = LocalStack::start(
             root,
-            &stack::StackOptions {
+            &StackOptions {
                 state_dir: state_dir.clone(),
                 pg_port: Some(free()?),
                 api_port: Some(free()?),
+                signaling_port: Some(free()?),
                 seed: true,
             },
         )?;
@@ -93,7 +95,9 @@ fn pgtap(root: &Path, pg: &PgCluster) -> Result<()> {
         ],
     )?;
     eprintln!("xtask: pg_prove --ext .sql -r supabase/tests");
-    let status = Command::new("pg_prove")
+    let mut pg_prove = Command::new("pg_prove");
+    haven_devstack::process::default_signal_mask(&mut pg_prove);
+    let status = pg_prove
         .current_dir(root)
         .args(["-h", "127.0.0.1", "-p", &pg.port().to_string()])
         .args(["-U", "postgres", "-d", DB])

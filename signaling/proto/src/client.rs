@@ -311,6 +311,95 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::BadMessage);
     }
 
+    /// Every example in `signaling/docs/protocol.md` parses, and every message type has one.
+    #[test]
+    fn docs_examples_parse() {
+        let doc = include_str!("../../docs/protocol.md");
+        let mut client_types = std::collections::BTreeSet::new();
+        let mut server_types = std::collections::BTreeSet::new();
+        for (tag, block) in json_blocks(doc) {
+            let value: serde_json::Value =
+                serde_json::from_str(&block).unwrap_or_else(|e| panic!("{e}: {block}"));
+            match tag.as_str() {
+                "client" => {
+                    let m = ClientMessage::decode(&block)
+                        .unwrap_or_else(|(_, e)| panic!("{e}: {block}"));
+                    assert_eq!(
+                        serde_json::to_value(&m).unwrap(),
+                        value,
+                        "round trip: {block}"
+                    );
+                    client_types.insert(value["type"].as_str().unwrap().to_string());
+                }
+                "server" => {
+                    let m =
+                        ServerMessage::decode(&block).unwrap_or_else(|e| panic!("{e}: {block}"));
+                    assert_eq!(
+                        serde_json::to_value(&m).unwrap(),
+                        value,
+                        "round trip: {block}"
+                    );
+                    server_types.insert(value["type"].as_str().unwrap().to_string());
+                }
+                "control" => {
+                    crate::control::ControlMessage::decode(block.as_bytes())
+                        .unwrap_or_else(|e| panic!("{e}: {block}"));
+                }
+                other => panic!("json block tagged {other:?}; use client, server or control"),
+            }
+        }
+        let want_client = [
+            "auth",
+            "join",
+            "leave",
+            "mute",
+            "deafen",
+            "server_mute",
+            "disconnect",
+            "ping",
+        ];
+        let want_server = [
+            "ready",
+            "ok",
+            "error",
+            "joined",
+            "left",
+            "voice_state",
+            "event",
+            "token_expiring",
+            "pong",
+        ];
+        assert_eq!(
+            client_types,
+            want_client.iter().map(|s| s.to_string()).collect()
+        );
+        assert_eq!(
+            server_types,
+            want_server.iter().map(|s| s.to_string()).collect()
+        );
+    }
+
+    /// The ```json <tag> blocks of a markdown document.
+    pub(crate) fn json_blocks(doc: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in doc.lines() {
+            match (&mut current, line.strip_prefix("```")) {
+                (None, Some(info)) if info.starts_with("json") => {
+                    let tag = info.trim_start_matches("json").trim().to_string();
+                    current = Some((tag, String::new()));
+                }
+                (Some(_), Some(_)) => out.extend(current.take()),
+                (Some((_, body)), None) => {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
     #[test]
     fn server_events_round_trip() {
         let msgs = [

@@ -18,6 +18,8 @@ use crate::ids::{NodeId, RoomId, SessionId, UserId};
 
 /// Version spoken by this build. A peer with a different major version is refused.
 pub const CONTROL_PROTOCOL_VERSION: u16 = 1;
+/// TLS ALPN of the QUIC control link, version 1 (both ends must offer exactly this).
+pub const CONTROL_ALPN: &[u8] = b"haven-control/1";
 /// Encoded messages larger than this are refused by [`ControlMessage::decode`]; an SDP offer
 /// with a few dozen m-lines is well under 64 KiB.
 pub const MAX_CONTROL_MESSAGE_BYTES: usize = 256 * 1024;
@@ -110,6 +112,14 @@ pub struct NodeLoad {
 pub struct Heartbeat {
     pub node_id: NodeId,
     pub load: NodeLoad,
+    /// The node is shutting down: it refuses new offers (`NodeFull`) and waits for its rooms
+    /// to empty; place new rooms elsewhere. Absent (false) from older nodes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub draining: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A client's SDP offer, with the grant that admits it.
@@ -348,6 +358,12 @@ mod tests {
             ControlBody::Heartbeat(Heartbeat {
                 node_id: NodeId::new("n1"),
                 load,
+                draining: false,
+            }),
+            ControlBody::Heartbeat(Heartbeat {
+                node_id: NodeId::new("n1"),
+                load,
+                draining: true,
             }),
             ControlBody::Answer(Answer {
                 session: s,
@@ -412,6 +428,26 @@ mod tests {
             let msg = ControlMessage::new(1, body);
             assert_eq!(ControlMessage::decode(&msg.encode()).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn heartbeats_without_the_draining_flag_still_decode() {
+        let old = br#"{"v":1,"id":0,"body":{"type":"heartbeat","data":{"node_id":"n1","load":{"participants":1,"rooms":1,"cpu_permille":5}}}}"#;
+        match ControlMessage::decode(old).unwrap().body {
+            ControlBody::Heartbeat(h) => assert!(!h.draining),
+            other => panic!("not a heartbeat: {other:?}"),
+        }
+        let busy = ControlMessage::new(
+            0,
+            ControlBody::Heartbeat(Heartbeat {
+                node_id: NodeId::new("n1"),
+                load: NodeLoad::default(),
+                draining: false,
+            }),
+        );
+        assert!(!String::from_utf8(busy.encode())
+            .unwrap()
+            .contains("draining"));
     }
 
     #[test]

@@ -1,0 +1,655 @@
+//! The media socket of one worker, read and written in batches: `recvmmsg`/`sendmmsg` on
+//! Linux (one syscall for up to [`MAX_BATCH`] datagrams), one `recv_from`/`send_to` per
+//! datagram elsewhere. Also the worker's wake-up pipe and the `poll` that waits on both.
+//!
+//! Platform socket tricks live here and nowhere else, as quinn keeps them in quinn-udp; the
+//! worker above sees only "a batch of (source, bytes)" and "send these transmits".
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::participant::Transmit;
+
+/// Most datagrams moved by one `recvmmsg`/`sendmmsg`.
+pub const MAX_BATCH: usize = 64;
+
+/// Received datagrams: `len` slots of `slot` bytes each.
+#[derive(Debug)]
+pub struct RecvBatch {
+    slot: usize,
+    capacity: usize,
+    bufs: Vec<u8>,
+    lens: Vec<usize>,
+    sources: Vec<SocketAddr>,
+    len: usize,
+}
+
+impl RecvBatch {
+    /// Room for `capacity` (≤ [`MAX_BATCH`]) datagrams of up to `slot` bytes. A datagram
+    /// longer than `slot` arrives as `slot` bytes (the kernel truncates it), so pick `slot`
+    /// larger than the engine's `max_datagram` and the engine counts it as oversized.
+    pub fn new(capacity: usize, slot: usize) -> Self {
+        let capacity = capacity.clamp(1, MAX_BATCH);
+        let slot = slot.max(1);
+        Self {
+            slot,
+            capacity,
+            bufs: vec![0; capacity * slot],
+            lens: vec![0; capacity],
+            sources: vec![SocketAddr::from(([0, 0, 0, 0], 0)); capacity],
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        if i >= self.len {
+            return None;
+        }
+        let start = i * self.slot;
+        Some((self.sources[i], &self.bufs[start..start + self.lens[i]]))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        (0..self.len).filter_map(|i| self.get(i))
+    }
+
+    /// Bytes of all datagrams in the batch.
+    pub fn bytes(&self) -> u64 {
+        self.lens[..self.len].iter().map(|l| *l as u64).sum()
+    }
+}
+
+/// What one [`MediaSocket::send_batch`] achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub sent: u64,
+    pub bytes: u64,
+    /// Datagrams the kernel refused outright (e.g. a destination of the wrong family).
+    pub errors: u64,
+    /// Datagrams given up on because the socket buffer stayed full.
+    pub dropped: u64,
+}
+
+/// A non-blocking UDP socket with batched IO.
+#[derive(Debug)]
+pub struct MediaSocket {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+impl MediaSocket {
+    /// Bind `addr` (port 0: any free port), non-blocking, with kernel buffers of about
+    /// `buffer_bytes` each way (capped by the system's `rmem_max`/`wmem_max`).
+    pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        if buffer_bytes > 0 {
+            let size = libc::c_int::try_from(buffer_bytes).unwrap_or(libc::c_int::MAX);
+            // Best effort: a smaller buffer only means earlier drops under bursts.
+            let _ = set_int_option(&socket, libc::SO_RCVBUF, size);
+            let _ = set_int_option(&socket, libc::SO_SNDBUF, size);
+        }
+        let local = socket.local_addr()?;
+        Ok(Self { socket, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Read what is queued, up to the batch's capacity, without blocking. `Ok(0)`: nothing.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.len = 0;
+        let n = sys::recv_batch(&self.socket, batch)?;
+        batch.len = n;
+        Ok(n)
+    }
+
+    /// Send every transmit (its `source` is ignored: the socket's address is the source).
+    pub fn send_batch(&self, transmits: &[Transmit]) -> SendOutcome {
+        let mut outcome = SendOutcome::default();
+        for chunk in transmits.chunks(MAX_BATCH) {
+            sys::send_chunk(&self.socket, chunk, &mut outcome);
+        }
+        outcome
+    }
+}
+
+fn set_int_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid fd, a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits until the socket can take more (after `EAGAIN` on send), at most `timeout`.
+fn wait_writable(fd: RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+    }
+}
+
+/// How many times a send waits for buffer space before it drops the rest of a batch.
+const SEND_RETRIES: u32 = 3;
+const SEND_RETRY_WAIT: Duration = Duration::from_millis(2);
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use super::{wait_writable, RecvBatch, SendOutcome, MAX_BATCH, SEND_RETRIES, SEND_RETRY_WAIT};
+    use crate::participant::Transmit;
+
+    pub(super) fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let n = batch.capacity;
+        // SAFETY (all zeroed values): plain C structs for which all-zero is a valid value.
+        let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
+        for (i, chunk) in batch.bufs.chunks_mut(batch.slot).take(n).enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            };
+        }
+        for i in 0..n {
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+        }
+        let received = loop {
+            // SAFETY: `hdrs[..n]` point at `names`, `iovs` and disjoint slots of
+            // `batch.bufs`, all alive and unaliased for the duration of the call.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                // ICMP errors queued on the socket; nothing to read now.
+                io::ErrorKind::ConnectionRefused => return Ok(0),
+                _ => return Err(e),
+            }
+        };
+        for i in 0..received {
+            // A truncated datagram reports the bytes copied (the whole slot), which is more
+            // than the engine accepts: it is dropped and counted as oversized there.
+            batch.lens[i] = (hdrs[i].msg_len as usize).min(batch.slot);
+            batch.sources[i] = from_sockaddr(&names[i])
+                .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        }
+        Ok(received)
+    }
+
+    pub(super) fn send_chunk(socket: &UdpSocket, chunk: &[Transmit], outcome: &mut SendOutcome) {
+        let n = chunk.len();
+        // SAFETY (zeroed values): plain C structs for which all-zero is a valid value.
+        let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
+        for (i, t) in chunk.iter().enumerate() {
+            let name_len = to_sockaddr(&t.destination, &mut names[i]);
+            iovs[i] = libc::iovec {
+                // sendmmsg only reads through this pointer.
+                iov_base: t.contents.as_ptr() as *mut libc::c_void,
+                iov_len: t.contents.len(),
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = name_len;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        let mut retries = 0;
+        while done < n {
+            // SAFETY: `hdrs[done..n]` point at live `names`, `iovs` and transmit buffers.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    hdrs[done..].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
+            if rc > 0 {
+                for t in &chunk[done..done + rc as usize] {
+                    outcome.sent += 1;
+                    outcome.bytes += t.contents.len() as u64;
+                }
+                done += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if retries < SEND_RETRIES => {
+                    retries += 1;
+                    wait_writable(socket.as_raw_fd(), SEND_RETRY_WAIT);
+                }
+                io::ErrorKind::WouldBlock => {
+                    outcome.dropped += (n - done) as u64;
+                    return;
+                }
+                // The first datagram of the rest was refused: skip it, send the others.
+                _ => {
+                    tracing::debug!(destination = %chunk[done].destination, error = %e, "send refused");
+                    outcome.errors += 1;
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match libc::c_int::from(ss.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in; storage is
+                // larger and suitably aligned for it.
+                let a =
+                    unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let a =
+                    unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+                unsafe {
+                    std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin);
+                }
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: all-zero is a valid sockaddr_in6; fields are set below.
+                let mut sin6: libc::sockaddr_in6 = unsafe { zeroed() };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
+                sin6.sin6_scope_id = a.scope_id();
+                // SAFETY: as above.
+                unsafe {
+                    std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6);
+                }
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn socket_addresses_convert_both_ways() {
+            for addr in [
+                "192.0.2.7:3478".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:40000".parse().unwrap(),
+            ] {
+                // SAFETY: all-zero sockaddr_storage is valid.
+                let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+                to_sockaddr(&addr, &mut ss);
+                assert_eq!(from_sockaddr(&ss), Some(addr));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::io;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    use super::{wait_writable, RecvBatch, SendOutcome, SEND_RETRIES, SEND_RETRY_WAIT};
+    use crate::participant::Transmit;
+
+    pub(super) fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut n = 0;
+        while n < batch.capacity {
+            let start = n * batch.slot;
+            let buf = &mut batch.bufs[start..start + batch.slot];
+            match socket.recv_from(buf) {
+                Ok((len, source)) => {
+                    batch.lens[n] = len.min(batch.slot);
+                    batch.sources[n] = source;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    break
+                }
+                Err(e) if n == 0 => return Err(e),
+                // Deliver what was read; the error comes back on the next call.
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
+
+    pub(super) fn send_chunk(socket: &UdpSocket, chunk: &[Transmit], outcome: &mut SendOutcome) {
+        let mut retries = 0;
+        let mut i = 0;
+        while i < chunk.len() {
+            let t = &chunk[i];
+            match socket.send_to(&t.contents, t.destination) {
+                Ok(_) => {
+                    outcome.sent += 1;
+                    outcome.bytes += t.contents.len() as u64;
+                    i += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && retries < SEND_RETRIES => {
+                    retries += 1;
+                    wait_writable(socket.as_raw_fd(), SEND_RETRY_WAIT);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    outcome.dropped += (chunk.len() - i) as u64;
+                    return;
+                }
+                Err(_) => {
+                    outcome.errors += 1;
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Wakes a worker blocked in [`wait`] (a control command is waiting for it).
+#[derive(Clone, Debug)]
+pub struct Waker {
+    tx: Arc<UnixDatagram>,
+}
+
+/// The worker's end of its [`Waker`].
+#[derive(Debug)]
+pub struct WakeReceiver {
+    rx: UnixDatagram,
+}
+
+pub fn waker() -> io::Result<(Waker, WakeReceiver)> {
+    let (tx, rx) = UnixDatagram::pair()?;
+    tx.set_nonblocking(true)?;
+    rx.set_nonblocking(true)?;
+    Ok((Waker { tx: Arc::new(tx) }, WakeReceiver { rx }))
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        // A full buffer means wake-ups are already pending: nothing is lost.
+        let _ = self.tx.send(&[1]);
+    }
+}
+
+impl WakeReceiver {
+    pub fn raw_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    /// Consume pending wake-ups.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while self.rx.recv(&mut buf).is_ok() {}
+    }
+}
+
+/// What became ready during [`wait`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub socket: bool,
+    pub wake: bool,
+}
+
+/// Block until the socket is readable, a wake-up arrives, or `timeout` passes (rounded up
+/// to whole milliseconds, `poll`'s resolution: timers fire at most 1 ms late).
+pub fn wait(socket: &MediaSocket, wake: &WakeReceiver, timeout: Duration) -> Readiness {
+    let mut fds = [
+        libc::pollfd {
+            fd: socket.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_micros().div_ceil(1000);
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    // SAFETY: two valid pollfds.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if rc <= 0 {
+        return Readiness::default();
+    }
+    Readiness {
+        socket: fds[0].revents != 0,
+        wake: fds[1].revents != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[test]
+    fn a_batch_receives_what_several_senders_sent() {
+        let sock = MediaSocket::bind(loopback(), 1 << 20).unwrap();
+        let senders: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind(loopback()).unwrap())
+            .collect();
+        for round in 0..10u8 {
+            for (i, s) in senders.iter().enumerate() {
+                s.send_to(&[i as u8, round], sock.local_addr()).unwrap();
+            }
+        }
+        let mut batch = RecvBatch::new(16, 2048);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 30 && Instant::now() < deadline {
+            let n = sock.recv_batch(&mut batch).unwrap();
+            assert!(n <= 16);
+            assert_eq!(batch.len(), n);
+            for (src, bytes) in batch.iter() {
+                let i = usize::from(bytes[0]);
+                assert_eq!(src, senders[i].local_addr().unwrap());
+                got.push((i, bytes[1]));
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(got.len(), 30);
+        for i in 0..3 {
+            let rounds: Vec<u8> = got.iter().filter(|g| g.0 == i).map(|g| g.1).collect();
+            assert_eq!(
+                rounds,
+                (0..10).collect::<Vec<u8>>(),
+                "per-source order kept"
+            );
+        }
+        // Nothing left: a non-blocking read says so.
+        assert_eq!(sock.recv_batch(&mut batch).unwrap(), 0);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn oversized_datagrams_come_out_longer_than_any_valid_one() {
+        let sock = MediaSocket::bind(loopback(), 0).unwrap();
+        let s = UdpSocket::bind(loopback()).unwrap();
+        s.send_to(&[7u8; 3000], sock.local_addr()).unwrap();
+        s.send_to(&[8u8; 100], sock.local_addr()).unwrap();
+        let mut batch = RecvBatch::new(4, 1501);
+        let mut lens = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lens.len() < 2 && Instant::now() < deadline {
+            sock.recv_batch(&mut batch).unwrap();
+            lens.extend(batch.iter().map(|(_, b)| b.len()));
+        }
+        assert_eq!(lens, vec![1501, 100]);
+    }
+
+    #[test]
+    fn a_send_batch_reaches_every_destination_and_skips_bad_ones() {
+        let sock = MediaSocket::bind(loopback(), 1 << 20).unwrap();
+        let sinks: Vec<UdpSocket> = (0..4)
+            .map(|_| UdpSocket::bind(loopback()).unwrap())
+            .collect();
+        let mut transmits: Vec<Transmit> = (0..150)
+            .map(|i| Transmit {
+                source: sock.local_addr(),
+                destination: sinks[i % 4].local_addr().unwrap(),
+                contents: vec![i as u8; 100],
+            })
+            .collect();
+        // An IPv6 destination from an IPv4 socket is refused by the kernel.
+        transmits.insert(
+            70,
+            Transmit {
+                source: sock.local_addr(),
+                destination: "[::1]:9".parse().unwrap(),
+                contents: vec![0; 10],
+            },
+        );
+        let outcome = sock.send_batch(&transmits);
+        assert_eq!(outcome.sent, 150);
+        assert_eq!(outcome.bytes, 150 * 100);
+        assert_eq!(outcome.errors, 1);
+        assert_eq!(outcome.dropped, 0);
+        for (k, sink) in sinks.iter().enumerate() {
+            sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 200];
+            let mut firsts = Vec::new();
+            for _ in 0..(150 - k).div_ceil(4) {
+                let (n, from) = sink.recv_from(&mut buf).unwrap();
+                assert_eq!(n, 100);
+                assert_eq!(from, sock.local_addr());
+                firsts.push(buf[0]);
+            }
+            let expected: Vec<u8> = (k..150).step_by(4).map(|i| i as u8).collect();
+            assert_eq!(firsts, expected);
+        }
+    }
+
+    #[test]
+    fn wait_returns_on_wake_data_or_timeout() {
+        let sock = MediaSocket::bind(loopback(), 0).unwrap();
+        let (waker, rx) = waker().unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            wait(&sock, &rx, Duration::from_millis(20)),
+            Readiness::default()
+        );
+        assert!(t.elapsed() >= Duration::from_millis(15));
+
+        let w = waker.clone();
+        let th = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.wake();
+        });
+        let r = wait(&sock, &rx, Duration::from_secs(10));
+        assert!(r.wake && !r.socket);
+        th.join().unwrap();
+        rx.drain();
+        assert!(!wait(&sock, &rx, Duration::ZERO).wake);
+
+        UdpSocket::bind(loopback())
+            .unwrap()
+            .send_to(b"x", sock.local_addr())
+            .unwrap();
+        assert!(wait(&sock, &rx, Duration::from_secs(10)).socket);
+    }
+}
