@@ -9,11 +9,27 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Needed to build the workspace (opus builds libopus with cmake; cpal links ALSA).
-const BUILD: &[&str] = &["cmake", "pkg-config", "libasound2-dev", "libssl-dev"];
+const BUILD: &[&str] = &[
+    "cmake",
+    "pkg-config",
+    "libasound2-dev",
+    "libssl-dev",
+    // Slint: fonts for text rendering, xkbcommon for keyboard input.
+    "libfontconfig1-dev",
+    "libfreetype-dev",
+    "libxkbcommon-dev",
+    "fonts-dejavu-core",
+];
 /// Needed to run the local stack.
 const RUN: &[&str] = &["postgresql"];
-/// Needed by the test suite (pgTAP and pg_prove).
-const TEST: &[&str] = &["pgtap", "libtap-parser-sourcehandler-pgtap-perl"];
+/// Needed by the test suite: pgTAP and pg_prove; real speech (espeak-ng) and a real
+/// sound server with a null sink (pulseaudio) for the client's voice tests.
+const TEST: &[&str] = &[
+    "pgtap",
+    "libtap-parser-sourcehandler-pgtap-perl",
+    "espeak-ng",
+    "pulseaudio",
+];
 
 /// Which command is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
