@@ -14,10 +14,9 @@ const BUILD: &[&str] = &[
     "pkg-config",
     "libasound2-dev",
     "libssl-dev",
-    // Slint: fonts for text rendering, xkbcommon for keyboard input.
+    // Slint: fonts for text rendering (xkbcommon and X11 are loaded at run time).
     "libfontconfig1-dev",
     "libfreetype-dev",
-    "libxkbcommon-dev",
     "fonts-dejavu-core",
 ];
 /// Needed to run the local stack.
