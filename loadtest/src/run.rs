@@ -1,0 +1,562 @@
+//! One run, start to figures: build the seeded plan, start the target and the UDP echo,
+//! spawn the client workers, sample /proc and the counters every 200 ms while a progress bar
+//! runs, join everything (bounded), then turn the raw material into the figures
+//! performance.md defines.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::audio::{AudioSummary, FrameTable};
+use crate::echo::EchoServer;
+use crate::engine_shell::{EngineProcessTarget, EngineThreadTarget};
+use crate::fleet::{assign_rooms, LiveCounters, Timeline, Worker, WorkerConfig, WorkerReport};
+use crate::impair::ImpairCounters;
+use crate::procstat::{rate_series, window_bounds, CpuDelta, ProcTarget, Sample, SeriesPoint};
+use crate::relay::{self, RelayFigures};
+use crate::scenario::{Plan, Scenario, Topology};
+use crate::sfu_node::HavenSfuTarget;
+use crate::stack_target::StackTarget;
+use crate::stats::{DurationHistogram, LossTotals};
+use crate::target::{SfuTarget, TargetKind};
+use crate::LoadError;
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// Seconds of audio in the frame table (each publisher loops it from its own offset).
+const AUDIO_SECONDS: u32 = 30;
+
+pub struct RunOptions {
+    pub scenario: Scenario,
+    pub target: TargetKind,
+    /// The harness binary, for the `engine` (child process) target.
+    pub exe: Option<PathBuf>,
+    pub progress: bool,
+    /// `stack`: start a fresh stack even if a stack file names a running one.
+    pub own_stack: bool,
+    /// After the run, a plain UDP relay at the SFU's forwarded rate (performance.md's bar).
+    pub relay_baseline: bool,
+}
+
+/// p50/p95/p99 of a distribution, `null` when there were no samples.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &DurationHistogram) -> Self {
+        Self {
+            p50: h.percentile_ms(50.0),
+            p95: h.percentile_ms(95.0),
+            p99: h.percentile_ms(99.0),
+            samples: h.count(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AddedLatency {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PacketRates {
+    /// Datagrams into / out of the SFU per second (its own counters).
+    pub sfu_in: Option<f64>,
+    pub sfu_out: Option<f64>,
+    /// RTP packets forwarded to subscribers per second.
+    pub sfu_forwarded: Option<f64>,
+    /// Datagrams all clients sent / received per second.
+    pub clients_tx: f64,
+    pub clients_rx: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClientFigures {
+    /// Datagrams/s and bytes/s a talking participant sends (what mesh multiplies).
+    pub uplink_packets_per_s_per_speaker: Option<f64>,
+    pub uplink_bytes_per_s_per_speaker: Option<f64>,
+    pub uplink_packets_per_s_per_client: Option<f64>,
+    pub uplink_bytes_per_s_per_client: Option<f64>,
+    pub downlink_packets_per_s_per_client: Option<f64>,
+    /// The harness's client threads' CPU over the window, per participant (% of a core).
+    pub cpu_pct_per_client: Option<f64>,
+    pub cpu_pct_total: Option<f64>,
+}
+
+/// Every figure of one run, with its parameters. Key names are the stable JSON contract
+/// (loadtest/README.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub target: String,
+    pub target_kind: TargetKind,
+    pub topology: Topology,
+    pub rooms: u32,
+    pub participants: u32,
+    pub participants_per_room: Option<u32>,
+    pub speakers_per_room: Option<u32>,
+    pub slots: Option<u8>,
+    pub duration_s: f64,
+    pub join_rate: f64,
+    pub impair: String,
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub join_ms: Percentiles,
+    pub join_connect_ms: Percentiles,
+    pub join_answer_ms: Percentiles,
+    pub sfu_added_latency_ms: AddedLatency,
+    pub path_latency_ms: Percentiles,
+    pub echo_latency_ms: Percentiles,
+    pub loss_pct: f64,
+    pub jitter_ms: f64,
+    pub jitter_ms_max: f64,
+    pub late_packets: u64,
+    pub receive: LossTotals,
+    pub forwarded_packets: Option<u64>,
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    pub cpu_us_per_forwarded_packet_schedstat: Option<f64>,
+    /// `--relay-baseline`: the plain relay's figures at the SFU's forwarded rate, and
+    /// SFU CPU per forwarded packet ÷ the relay's.
+    pub relay: Option<RelayFigures>,
+    pub cpu_ratio_vs_relay: Option<f64>,
+    pub sfu_cpu_pct: Option<f64>,
+    pub sfu_rss_bytes: Option<u64>,
+    pub sfu_rss_bytes_per_participant: Option<f64>,
+    pub packets_per_s: PacketRates,
+    pub clients: ClientFigures,
+    pub errors: u64,
+    pub error_counts: BTreeMap<String, u64>,
+    pub latency_unmatched: u64,
+    pub slot_map_stale: u64,
+    pub slot_map_updates: u64,
+    pub impairment_applied: BTreeMap<String, ImpairCounters>,
+    pub audio: AudioSummary,
+    pub steady_window_s: f64,
+    pub wall_s: f64,
+    /// /proc/loadavg (1 min) before and after: other work on the machine skews every figure.
+    pub machine_load_before: Option<f64>,
+    pub machine_load_after: Option<f64>,
+}
+
+fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A run's figures plus the raw material for charts.
+pub struct RunOutcome {
+    pub result: RunResult,
+    pub latency: DurationHistogram,
+    pub echo: DurationHistogram,
+    /// (t s, SFU CPU %, forwarded pkt/s, client rx pkt/s).
+    pub series: Vec<SeriesPoint>,
+}
+
+pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
+    let s = &opts.scenario;
+    let wall0 = Instant::now();
+    let load_before = load_avg();
+    let table = Arc::new(match &s.audio_wav {
+        Some(p) => FrameTable::from_wav(p)?,
+        None => FrameTable::synthetic(s.seed, AUDIO_SECONDS)?,
+    });
+    let plan = Arc::new(Plan::build(s, table.len()));
+    let topology = if opts.target.is_mesh() {
+        Topology::Mesh
+    } else {
+        Topology::Sfu
+    };
+    let target: Option<Arc<dyn SfuTarget>> = match &opts.target {
+        TargetKind::EngineThread => Some(Arc::new(EngineThreadTarget::start()?)),
+        TargetKind::EngineProcess => {
+            let exe = match &opts.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe()?,
+            };
+            Some(Arc::new(EngineProcessTarget::start(exe)?))
+        }
+        TargetKind::HavenSfu => Some(Arc::new(HavenSfuTarget::start()?)),
+        TargetKind::Stack => Some(Arc::new(StackTarget::start(&plan, s, opts.own_stack)?)),
+        TargetKind::Mesh => None,
+    };
+    let echo = EchoServer::start()?;
+    let measured = target.as_ref().and_then(|t| t.measured());
+
+    let start = Instant::now() + Duration::from_millis(300);
+    let steady_start = start + plan.ramp + s.settle;
+    let steady_end = steady_start + s.duration;
+    let timeline = Timeline {
+        start,
+        steady_start,
+        steady_end,
+        hard_end: steady_end + Duration::from_secs(1),
+    };
+
+    let live = Arc::new(LiveCounters::default());
+    let mut handles = Vec::new();
+    let mut tids = Vec::new();
+    for (index, rooms) in assign_rooms(&plan, s.client_threads)
+        .into_iter()
+        .enumerate()
+    {
+        if rooms.is_empty() {
+            continue;
+        }
+        let tid = Arc::new(AtomicU32::new(0));
+        tids.push(tid.clone());
+        let worker = Worker::new(WorkerConfig {
+            index,
+            topology,
+            plan: plan.clone(),
+            rooms,
+            timeline,
+            impair: s.impair,
+            seed: s.seed,
+            table: table.clone(),
+            target: target.clone(),
+            echo: Some(echo.addr),
+            late_after: s.late_after,
+            join_timeout: s.join_timeout,
+            live: live.clone(),
+            tid,
+        })?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("clients-{index}"))
+                .spawn(move || worker.run())?,
+        );
+    }
+
+    let total = timeline.hard_end.saturating_duration_since(wall0);
+    let bar = if opts.progress {
+        let b = ProgressBar::new(total.as_millis() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let participants = plan.clients.len() as u64;
+    let mut samples: Vec<Sample> = Vec::new();
+    let give_up = timeline.hard_end + Duration::from_secs(10);
+    loop {
+        let now = Instant::now();
+        let sfu = measured.and_then(|m| m.sample().ok());
+        let counters = target.as_ref().and_then(|t| t.counters());
+        let clients_ticks = tids
+            .iter()
+            .filter_map(|t| match t.load(Ordering::Relaxed) {
+                0 => None,
+                tid => ProcTarget::own_thread(tid).sample().ok(),
+            })
+            .map(|r| r.ticks)
+            .sum();
+        let sample = Sample {
+            at: now,
+            sfu,
+            sfu_forwarded: counters.map(|c| c.forwarded),
+            sfu_udp_in: counters.map(|c| c.udp_in),
+            sfu_udp_out: counters.map(|c| c.udp_out),
+            clients_tx: live.tx_packets.load(Ordering::Relaxed),
+            clients_rx: live.rx_packets.load(Ordering::Relaxed),
+            clients_ticks,
+            participants: live.joined.load(Ordering::Relaxed),
+        };
+        if let Some(prev) = samples.last() {
+            let dt = now
+                .saturating_duration_since(prev.at)
+                .as_secs_f64()
+                .max(1e-3);
+            let phase = if now < timeline.steady_start {
+                "joining"
+            } else if now < timeline.steady_end {
+                "measuring"
+            } else {
+                "finishing"
+            };
+            bar.set_message(format!(
+                "{phase} · joined {}/{participants} · rx {:.0} pkt/s · errors {}",
+                sample.participants,
+                sample.clients_rx.saturating_sub(prev.clients_rx) as f64 / dt,
+                live.errors.load(Ordering::Relaxed)
+            ));
+        }
+        bar.set_position(now.saturating_duration_since(wall0).as_millis() as u64);
+        samples.push(sample);
+        // Counters of the SFU (and of the other samples) keep coming while workers finish.
+        if handles.iter().all(|h| h.is_finished()) || now >= give_up {
+            break;
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    bar.finish_and_clear();
+    let mut merged = WorkerReport::default();
+    let mut client_cpu: Option<CpuDelta> = None;
+    let mut impair_up = ImpairCounters::default();
+    let mut impair_down = ImpairCounters::default();
+    for h in handles {
+        if !h.is_finished() {
+            // Bounded: a worker that ignored its deadline is abandoned, not awaited.
+            *merged.errors.entry("worker_stuck".into()).or_default() += 1;
+            continue;
+        }
+        let r = h
+            .join()
+            .map_err(|_| LoadError::Target("a client worker panicked".into()))?;
+        merged.join.merge(&r.join);
+        merged.join_connect.merge(&r.join_connect);
+        merged.join_answer.merge(&r.join_answer);
+        merged.latency.merge(&r.latency);
+        merged.echo.merge(&r.echo);
+        merged.loss.merge(&r.loss);
+        for (k, v) in r.errors {
+            *merged.errors.entry(k).or_default() += v;
+        }
+        merged.latency_unmatched += r.latency_unmatched;
+        merged.slot_map_stale += r.slot_map_stale;
+        merged.slot_map_updates += r.slot_map_updates;
+        merged.clients.extend(r.clients);
+        impair_up.merge(&r.impair_up);
+        impair_down.merge(&r.impair_down);
+        if let Some(c) = r.cpu {
+            client_cpu = Some(match client_cpu {
+                None => c,
+                Some(acc) => CpuDelta {
+                    wall_s: acc.wall_s.max(c.wall_s),
+                    cpu_s: acc.cpu_s + c.cpu_s,
+                    sched_cpu_s: match (acc.sched_cpu_s, c.sched_cpu_s) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        _ => None,
+                    },
+                },
+            });
+        }
+    }
+    let target_name = target
+        .as_ref()
+        .map_or_else(|| "mesh (peers connect to each other)".into(), |t| t.name());
+    let rss_is_own = target.as_ref().is_some_and(|t| t.rss_is_own());
+    if let Some(t) = &target {
+        t.shutdown();
+    }
+    echo.stop();
+
+    let mut result = figures(FigureInputs {
+        s,
+        plan: &plan,
+        kind: opts.target.clone(),
+        topology,
+        target_name,
+        timeline,
+        samples: &samples,
+        merged: &merged,
+        client_cpu,
+        rss_is_own,
+        impair_up,
+        impair_down,
+        audio: table.summary(),
+        wall_s: wall0.elapsed().as_secs_f64(),
+    });
+    if opts.relay_baseline && topology == Topology::Sfu {
+        if let Some(rate) = result.packets_per_s.sfu_forwarded {
+            let exe = match &opts.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe()?,
+            };
+            let window = s.duration.min(Duration::from_secs(30));
+            let relay = relay::measure(&exe, &plan, rate, window)?;
+            result.cpu_ratio_vs_relay = match (
+                result.cpu_us_per_forwarded_packet,
+                relay.cpu_us_per_forwarded_packet,
+            ) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            result.relay = Some(relay);
+        }
+    }
+    result.machine_load_before = load_before;
+    result.machine_load_after = load_avg();
+    Ok(RunOutcome {
+        result,
+        series: rate_series(&samples, start),
+        latency: merged.latency,
+        echo: merged.echo,
+    })
+}
+
+struct FigureInputs<'a> {
+    s: &'a Scenario,
+    plan: &'a Plan,
+    kind: TargetKind,
+    topology: Topology,
+    target_name: String,
+    timeline: Timeline,
+    samples: &'a [Sample],
+    merged: &'a WorkerReport,
+    client_cpu: Option<CpuDelta>,
+    rss_is_own: bool,
+    impair_up: ImpairCounters,
+    impair_down: ImpairCounters,
+    audio: AudioSummary,
+    wall_s: f64,
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut n, mut sum) = (0usize, 0.0);
+    for x in v {
+        n += 1;
+        sum += x;
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+fn figures(i: FigureInputs<'_>) -> RunResult {
+    let s = i.s;
+    let m = i.merged;
+    let window = window_bounds(i.samples, i.timeline.steady_start, i.timeline.steady_end);
+    let (mut cpu, mut forwarded, mut rates) = (None, None, PacketRates::default());
+    if let Some((a, b)) = window {
+        let wall = b.at.saturating_duration_since(a.at).as_secs_f64().max(1e-3);
+        if let (Some(x), Some(y)) = (a.sfu, b.sfu) {
+            cpu = Some(CpuDelta::between(&x, &y));
+        }
+        if let (Some(x), Some(y)) = (a.sfu_forwarded, b.sfu_forwarded) {
+            forwarded = Some(y.saturating_sub(x));
+            rates.sfu_forwarded = Some(y.saturating_sub(x) as f64 / wall);
+        }
+        rates.clients_tx = b.clients_tx.saturating_sub(a.clients_tx) as f64 / wall;
+        rates.clients_rx = b.clients_rx.saturating_sub(a.clients_rx) as f64 / wall;
+        // Datagrams in and out of the SFU, by its own counters.
+        if let (Some(x), Some(y)) = (a.sfu_udp_in, b.sfu_udp_in) {
+            rates.sfu_in = Some(y.saturating_sub(x) as f64 / wall);
+        }
+        if let (Some(x), Some(y)) = (a.sfu_udp_out, b.sfu_udp_out) {
+            rates.sfu_out = Some(y.saturating_sub(x) as f64 / wall);
+        }
+    }
+    // RSS slope: the SFU's memory before the first join vs. at the end of the window.
+    let rss_before = i
+        .samples
+        .iter()
+        .take_while(|x| x.at <= i.timeline.start)
+        .filter_map(|x| x.sfu.and_then(|r| r.rss_bytes))
+        .last();
+    let rss_after = window.and_then(|(_, b)| b.sfu.and_then(|r| r.rss_bytes));
+    let n = i.plan.clients.len() as u32;
+    let rss_per = match (i.rss_is_own, rss_before, rss_after) {
+        (true, Some(a), Some(b)) if n > 0 => Some(b.saturating_sub(a) as f64 / f64::from(n)),
+        _ => None,
+    };
+    let client_util = i.client_cpu.map(|c| match c.sched_cpu_s {
+        Some(ns_based) if c.wall_s > 0.0 => ns_based / c.wall_s,
+        _ => c.utilisation(),
+    });
+    let speakers = m.clients.iter().filter(|c| c.speaker && c.seconds > 0.0);
+    let all = m.clients.iter().filter(|c| c.seconds > 0.0);
+    let clients = ClientFigures {
+        uplink_packets_per_s_per_speaker: mean(
+            speakers
+                .clone()
+                .map(|c| c.traffic.tx_packets as f64 / c.seconds),
+        ),
+        uplink_bytes_per_s_per_speaker: mean(
+            speakers.map(|c| c.traffic.tx_bytes as f64 / c.seconds),
+        ),
+        uplink_packets_per_s_per_client: mean(
+            all.clone().map(|c| c.traffic.tx_packets as f64 / c.seconds),
+        ),
+        uplink_bytes_per_s_per_client: mean(
+            all.clone().map(|c| c.traffic.tx_bytes as f64 / c.seconds),
+        ),
+        downlink_packets_per_s_per_client: mean(
+            all.map(|c| c.traffic.rx_packets as f64 / c.seconds),
+        ),
+        // schedstat (ns) when available: clock ticks are too coarse for a few clients.
+        cpu_pct_per_client: client_util.map(|u| u * 100.0 / f64::from(n.max(1))),
+        cpu_pct_total: client_util.map(|u| u * 100.0),
+    };
+    let path = Percentiles::of(&m.latency);
+    let echo = Percentiles::of(&m.echo);
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a - b),
+        _ => None,
+    };
+    let uniform = s.uniform_room();
+    let mut impairment_applied = BTreeMap::new();
+    impairment_applied.insert("uplink".to_owned(), i.impair_up);
+    impairment_applied.insert("downlink".to_owned(), i.impair_down);
+    RunResult {
+        target: i.target_name,
+        target_kind: i.kind,
+        topology: i.topology,
+        rooms: s.rooms(),
+        participants: n,
+        participants_per_room: uniform.map(|g| g.participants),
+        speakers_per_room: uniform.map(|g| g.speakers),
+        slots: uniform.map(|g| g.slots),
+        duration_s: s.duration.as_secs_f64(),
+        join_rate: s.join_rate,
+        impair: s.impair.to_string(),
+        seed: s.seed,
+        scenario: s.clone(),
+        join_ms: Percentiles::of(&m.join),
+        join_connect_ms: Percentiles::of(&m.join_connect),
+        join_answer_ms: Percentiles::of(&m.join_answer),
+        sfu_added_latency_ms: AddedLatency {
+            p50: diff(m.latency.percentile_ms(50.0), m.echo.percentile_ms(50.0)),
+            p99: diff(m.latency.percentile_ms(99.0), m.echo.percentile_ms(99.0)),
+        },
+        path_latency_ms: path,
+        echo_latency_ms: echo,
+        loss_pct: m.loss.loss_pct(),
+        jitter_ms: m.loss.jitter_ms_mean,
+        jitter_ms_max: m.loss.jitter_ms_max,
+        late_packets: m.loss.late,
+        receive: m.loss.clone(),
+        forwarded_packets: forwarded,
+        cpu_us_per_forwarded_packet: cpu.and_then(|c| forwarded.and_then(|f| c.us_per(f))),
+        cpu_us_per_forwarded_packet_schedstat: cpu.and_then(|c| {
+            let f = forwarded.filter(|&f| f > 0)?;
+            Some(c.sched_cpu_s? * 1e6 / f as f64)
+        }),
+        relay: None,
+        cpu_ratio_vs_relay: None,
+        sfu_cpu_pct: cpu.map(|c| c.utilisation() * 100.0),
+        sfu_rss_bytes: if i.rss_is_own { rss_after } else { None },
+        sfu_rss_bytes_per_participant: rss_per,
+        packets_per_s: rates,
+        clients,
+        errors: m.errors.values().sum(),
+        error_counts: m.errors.clone(),
+        latency_unmatched: m.latency_unmatched,
+        slot_map_stale: m.slot_map_stale,
+        slot_map_updates: m.slot_map_updates,
+        impairment_applied,
+        audio: i.audio,
+        steady_window_s: window.map_or(0.0, |(a, b)| {
+            b.at.saturating_duration_since(a.at).as_secs_f64()
+        }),
+        wall_s: i.wall_s,
+        machine_load_before: None,
+        machine_load_after: None,
+    }
+}
