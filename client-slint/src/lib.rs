@@ -8,9 +8,11 @@
 //! - [`voice`]: the voice model (roster, speaking, mute/deafen/PTT) and the sans-IO voice
 //!   engine (resample → denoise → Opus → RTP; jitter buffer → decode/PLC/FEC → mix), the
 //!   str0m media wrapper, and audio devices behind a `cpal::Host`.
+//! - [`headless`]: the core pieces as a UI-free voice client (bots, end-to-end tests).
 //! - [`ui`]: binds the Slint components (ui/*.slint) to the core; no logic of its own.
 
 pub mod core;
+pub mod headless;
 pub mod signaling;
 pub mod ui;
 pub mod voice;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use haven_client::core::config::default_config_dir;
+use haven_client::core::config::{default_config_dir, signaling_ws_url};
 use haven_client::core::{ClientConfig, SessionFile, SessionManager};
 use haven_client::ui::controller::AppController;
 use haven_client::ui::AppWindow;
@@ -49,11 +49,13 @@ struct Args {
     log_json: bool,
 }
 
-/// The two fields of stack.json the client needs.
+/// The fields of stack.json the client needs.
 #[derive(serde::Deserialize)]
 struct StackFile {
     api_url: Option<String>,
     anon_key: Option<String>,
+    /// `http://host:port` of signaling (its WebSocket is at `ws://host:port/v1/ws`).
+    signaling_url: Option<String>,
 }
 
 fn main() {
@@ -90,7 +92,10 @@ fn run() -> Result<()> {
     }
 
     let (mut url, mut key) = (args.supabase_url.clone(), args.anon_key.clone());
-    if url.is_none() || key.is_none() {
+    let mut signaling = args.signaling_url.clone();
+    // The stack file fills in what is missing; its signaling URL is used only with its own
+    // Supabase URL (or when the file is named), never mixed with a hosted project.
+    if url.is_none() || key.is_none() || (signaling.is_none() && args.stack_file.is_some()) {
         let path = args
             .stack_file
             .clone()
@@ -100,6 +105,7 @@ fn run() -> Result<()> {
                 .with_context(|| format!("reading {}", path.display()))?;
             url = url.or(stack.api_url);
             key = key.or(stack.anon_key);
+            signaling = signaling.or(stack.signaling_url.map(|s| signaling_ws_url(&s)));
         }
     }
     let (Some(url), Some(key)) = (url, key) else {
@@ -107,7 +113,7 @@ fn run() -> Result<()> {
     };
 
     let mut config = ClientConfig::new(url, key)?;
-    config.signaling_url = args.signaling_url.clone();
+    config.signaling_url = signaling;
     config.config_dir = match args.config_dir.clone() {
         Some(dir) => dir,
         None => default_config_dir()?,
@@ -141,6 +147,14 @@ fn run() -> Result<()> {
             pump.apply_pending();
         },
     );
+    // Ctrl-C (or `cargo xtask up` stopping the demo) closes the window like the user would.
+    runtime.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = slint::invoke_from_event_loop(|| {
+                let _ = slint::quit_event_loop();
+            });
+        }
+    });
     window.run().context("running the window")?;
     drop(timer);
     runtime.shutdown_timeout(Duration::from_secs(2));

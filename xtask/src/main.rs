@@ -18,7 +18,9 @@ usage: cargo xtask <command> [options]
 
 commands:
   up      run the whole system locally (Postgres + local Supabase API + services),
-          until Ctrl-C. State persists in .haven/ between runs.
+          until Ctrl-C. State persists in .haven/ between runs. Also starts two
+          demo bots (alice and bob talking in Haven Demo / Lounge) and, with a
+          display, the client signed in as demo@haven.local.
           --pg-port N    Postgres port (default 54322, or a free one)
           --api-port N   local Supabase API port (default 54321, or a free one)
           --reset        delete the local state first (fresh database)
@@ -86,8 +88,14 @@ fn up(root: PathBuf, args: &[String]) -> Result<()> {
     }
     let mut stack = haven_devstack::LocalStack::start(&root, &opts)?;
     print_banner(&stack);
+    let mut demo = start_demo(&stack)?;
     let sig = signals::wait_for_shutdown();
     eprintln!("\nxtask: {sig} received, stopping the stack...");
+    // Bots and the client first, while signaling is still there to hear them leave.
+    for service in demo.iter_mut().rev() {
+        service.stop();
+    }
+    drop(demo);
     stack.check_alive().ok();
     drop(stack);
     eprintln!("xtask: stopped.");
@@ -121,6 +129,74 @@ fn print_banner(stack: &haven_devstack::LocalStack) {
     println!("                 (also alice@, bob@ and outsider@haven.local, same password)");
     println!("  Stack file     {}", stack.info_path().display());
     println!("  Logs           {}", stack.state_dir.display());
+}
+
+/// Who the demo bots are and what they say.
+const DEMO_BOTS: [(&str, &str); 2] = [
+    (
+        "alice",
+        "Hi, this is Alice. The lounge is open, come in and say hello.",
+    ),
+    (
+        "bob",
+        "Bob here. I can hear you fine through the local voice server.",
+    ),
+];
+
+/// The demo around a running stack: two bots (alice and bob talking in Haven Demo /
+/// Lounge) when `haven-bot` is built and the stack runs signaling, and the desktop client
+/// signed in as the demo user when there is a display.
+fn start_demo(stack: &haven_devstack::LocalStack) -> Result<Vec<haven_devstack::Service>> {
+    let bin = haven_devstack::debug_bin_dir();
+    let stack_file = stack.info_path();
+    let mut services = Vec::new();
+    let bot = bin.join("haven-bot");
+    if stack.info.signaling_url.is_none() {
+        println!("  Demo bots      not started (the stack runs no signaling)");
+    } else if !bot.exists() {
+        println!("  Demo bots      not built (cargo build -p haven-client --bin haven-bot)");
+    } else {
+        for (name, text) in DEMO_BOTS {
+            let mut cmd = std::process::Command::new(&bot);
+            cmd.arg("--stack-file")
+                .arg(&stack_file)
+                .args(["--email", &format!("{name}@haven.local")])
+                .args(["--community", "Haven Demo", "--channel", "Lounge"])
+                .args(["--text", text]);
+            let log = stack.state_dir.join(format!("bot-{name}.log"));
+            services.push(haven_devstack::Service::spawn(
+                &format!("haven-bot ({name})"),
+                cmd,
+                &log,
+            )?);
+        }
+        println!("  Demo bots      alice and bob talking in Haven Demo / Lounge (logs bot-*.log)");
+    }
+    let has_display = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let client = bin.join("haven");
+    if !has_display {
+        println!("\nno display: the client is not started; the stack keeps running");
+    } else if !client.exists() {
+        println!(
+            "\nthe client is not built (cargo build -p haven-client); the stack keeps running"
+        );
+    } else {
+        let mut cmd = std::process::Command::new(&client);
+        cmd.arg("--demo")
+            .arg("--stack-file")
+            .arg(&stack_file)
+            .arg("--config-dir")
+            .arg(stack.state_dir.join("client"));
+        let log = stack.state_dir.join("client.log");
+        services.push(haven_devstack::Service::spawn("haven", cmd, &log)?);
+        println!(
+            "\nThe client is starting, signed in as demo@haven.local (log {}).",
+            log.display()
+        );
+    }
+    Ok(services)
 }
 
 fn parse_port(v: Option<&String>) -> Result<u16> {

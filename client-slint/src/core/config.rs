@@ -49,3 +49,37 @@ pub fn default_config_dir() -> Result<PathBuf, CoreError> {
         .map(|dirs| dirs.config_dir().to_path_buf())
         .ok_or_else(|| CoreError::Config("no home directory to keep the session in".into()))
 }
+
+/// The client WebSocket URL for a signaling address as `stack.json` gives it
+/// (`http://host:port` → `ws://host:port/v1/ws`, `https` → `wss`); a `ws://`/`wss://` URL is
+/// taken as the WebSocket URL already.
+pub fn signaling_ws_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.starts_with("ws://") || base.starts_with("wss://") {
+        return base.to_string();
+    }
+    let rest = base
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .unwrap_or_else(|| format!("ws://{base}"));
+    format!("{rest}/v1/ws")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signaling_ws_url;
+
+    #[test]
+    fn stack_signaling_urls_become_websocket_urls() {
+        assert_eq!(
+            signaling_ws_url("http://127.0.0.1:4000"),
+            "ws://127.0.0.1:4000/v1/ws"
+        );
+        assert_eq!(
+            signaling_ws_url("https://sig.example/"),
+            "wss://sig.example/v1/ws"
+        );
+        assert_eq!(signaling_ws_url("ws://h:1/v1/ws"), "ws://h:1/v1/ws");
+    }
+}

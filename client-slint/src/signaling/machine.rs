@@ -417,6 +417,18 @@ impl SignalingMachine {
                 if self.voice != Some(channel_id) {
                     return;
                 }
+                // Signaling tells every connection of mine when a newer join replaces one of
+                // my sessions (another device, or this client's session that has not timed
+                // out yet). `Left` names no session, but it comes before the `joined` reply:
+                // while my own join to this channel is in flight, the newer join is mine.
+                if reason == LeftReason::Moved
+                    && self
+                        .pending
+                        .values()
+                        .any(|p| *p == Pending::Join(channel_id))
+                {
+                    return;
+                }
                 match reason {
                     // Media trouble on the SFU side: we still want to be there, so rejoin.
                     LeftReason::NodeLost | LeftReason::ConnectionLost => {
@@ -768,5 +780,47 @@ mod tests {
         }
         m.stop();
         assert_eq!(m.phase(), ConnectionPhase::Idle);
+    }
+
+    #[test]
+    fn a_moved_notice_during_my_own_join_is_about_my_older_session() {
+        let t0 = Instant::now();
+        let user = UserId::new_random();
+        let chan = Uuid::new_v4();
+        let mut m = SignalingMachine::new(t0, 1);
+        m.start(t0, "tok".into());
+        connect_ready(&mut m, t0, user);
+        events(&mut m);
+        m.join(chan, "offer".into());
+        let join = sent(&mut m).pop().unwrap();
+        let moved = ServerEvent::Left {
+            channel_id: chan,
+            reason: LeftReason::Moved,
+        };
+        // Replaced by this very join: ignored.
+        m.handle_text(t0, &reply(None, moved.clone()));
+        assert!(events(&mut m).is_empty());
+        m.handle_text(
+            t0,
+            &reply(
+                join.id,
+                ServerEvent::Joined {
+                    channel_id: chan,
+                    session_id: SessionId::new_random(),
+                    can_speak: true,
+                    sdp: "answer".into(),
+                },
+            ),
+        );
+        events(&mut m);
+        // Once joined, a newer join elsewhere (another device) does remove me.
+        m.handle_text(t0, &reply(None, moved));
+        assert_eq!(
+            events(&mut m),
+            [SignalingEvent::Left {
+                channel_id: chan,
+                reason: LeftReason::Moved
+            }]
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod mixer;
 pub mod resample;
 pub mod runner;
 pub mod session;
+pub mod speech;
 pub mod state;
 
 pub use call::{CallEvent, VoiceCall};

@@ -111,8 +111,22 @@ impl PendingCall {
 
     /// Apply the answer and run the call on its own thread with the system's audio devices.
     pub fn start(
+        self,
+        answer: &str,
+        input: Option<String>,
+        output: Option<String>,
+        report: impl Fn(SessionReport) + Send + 'static,
+    ) -> Result<ActiveCall, SessionError> {
+        self.start_with_devices(answer, AudioDevices::system, input, output, report)
+    }
+
+    /// Like [`start`](Self::start), with the devices `devices` opens on the call thread (a
+    /// `FakeSoundCard`'s host for bots and tests; cpal hosts stay on the thread that uses
+    /// them).
+    pub fn start_with_devices(
         mut self,
         answer: &str,
+        devices: impl FnOnce() -> AudioDevices + Send + 'static,
         input: Option<String>,
         output: Option<String>,
         report: impl Fn(SessionReport) + Send + 'static,
@@ -122,7 +136,7 @@ impl PendingCall {
         std::thread::Builder::new()
             .name("haven-call".into())
             .spawn(move || {
-                let devices = AudioDevices::system();
+                let devices = devices();
                 let runner = match CallRunner::start(
                     self.call,
                     self.socket,
