@@ -96,7 +96,9 @@ fn up(root: PathBuf, args: &[String]) -> Result<()> {
         service.stop();
     }
     drop(demo);
-    stack.check_alive().ok();
+    if let Err(e) = stack.check_alive() {
+        eprintln!("xtask: a service had already stopped: {e}");
+    }
     drop(stack);
     eprintln!("xtask: stopped.");
     Ok(())
