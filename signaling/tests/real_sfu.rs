@@ -16,11 +16,9 @@ use common::*;
 use haven_proto::client::{ClientRequest, LeftReason, ServerEvent};
 use haven_proto::datachannel::{SfuToClient, SfuToClientBody, DATA_CHANNEL_LABEL};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Pt};
+use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -77,33 +75,11 @@ fn start_sfu(bin: &PathBuf, h: &Harness, node_id: &str) -> SfuProcess {
     SfuProcess { child, http }
 }
 
-/// The media profile of `haven_sfu::media::haven_rtc_config` (Opus 111 with FEC/DTX,
-/// audio-level ext 1, mid ext 4, RTP mode), rebuilt here because services do not depend on
-/// each other's crates.
+/// A client `Rtc` with Haven's shared media profile (`haven_proto::media`).
 fn client_rtc() -> Rtc {
-    let mut exts = ExtensionMap::empty();
-    exts.set(1, Extension::AudioLevel);
-    exts.set(4, Extension::RtpMid);
-    let mut cfg = RtcConfig::new()
-        .clear_codecs()
-        .set_rtp_mode(true)
-        .set_extension_map(exts)
-        .set_stats_interval(None)
-        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()));
-    cfg.codec_config().add_config(
-        Pt::new_with_value(111),
-        None,
-        Codec::Opus,
-        Frequency::FORTY_EIGHT_KHZ,
-        Some(2),
-        FormatParams {
-            min_p_time: Some(10),
-            use_inband_fec: Some(true),
-            use_dtx: Some(true),
-            ..Default::default()
-        },
-    );
-    cfg.build(Instant::now())
+    haven_proto::media::haven_rtc_config()
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .build(Instant::now())
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,50 +17,22 @@ use haven_proto::{SessionId, UserId};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::crypto::CryptoProvider;
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::voice::engine::EncodedFrame;
 
-/// Opus payload type (the WebRTC convention; the SFU uses the same).
-pub const OPUS_PT: Pt = Pt::new_with_value(111);
-/// `a=extmap` id of the RFC 6464 audio level (the SFU's media profile uses the same ids).
-pub const AUDIO_LEVEL_EXT_ID: u8 = 1;
-/// `a=extmap` id of the MID header extension.
-pub const MID_EXT_ID: u8 = 4;
+pub use haven_proto::media::{AUDIO_LEVEL_EXT_ID, MID_EXT_ID, OPUS_PT};
+
 /// Receive slots offered by default (the SFU forwards the N loudest speakers).
 pub const DEFAULT_SLOTS: usize = 3;
 
-/// Haven's media profile: Opus only with FEC and DTX, audio-level and MID extensions, RTP
-/// mode. Must match the SFU's (`haven-sfu::media::haven_rtc_config`); the client does not
-/// depend on the SFU crate, so the few constants are repeated here.
+/// Haven's media profile (shared with the SFU through `haven_proto::media`) with this
+/// process's one crypto provider.
 pub fn haven_rtc_config() -> RtcConfig {
-    let mut exts = ExtensionMap::empty();
-    exts.set(AUDIO_LEVEL_EXT_ID, Extension::AudioLevel);
-    exts.set(MID_EXT_ID, Extension::RtpMid);
-    let mut cfg = RtcConfig::new()
-        .clear_codecs()
-        .set_rtp_mode(true)
-        .set_extension_map(exts)
-        .set_stats_interval(None)
-        .set_crypto_provider(crypto());
-    cfg.codec_config().add_config(
-        OPUS_PT,
-        None,
-        Codec::Opus,
-        Frequency::FORTY_EIGHT_KHZ,
-        Some(2),
-        FormatParams {
-            min_p_time: Some(10),
-            use_inband_fec: Some(true),
-            use_dtx: Some(true),
-            ..Default::default()
-        },
-    );
-    cfg
+    haven_proto::media::haven_rtc_config().set_crypto_provider(crypto())
 }
 
 /// One crypto provider per process (building it loads aws-lc once).
