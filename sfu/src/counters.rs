@@ -91,6 +91,8 @@ pub struct Counters {
     pub rtp_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// Of `rtp_forwarded`, those sealed on the lean egress path (not through str0m).
+    pub rtp_forwarded_lean: u64,
     /// Speech or silence from participants not in any slot (normal, not an error).
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,

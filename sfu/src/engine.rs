@@ -26,6 +26,7 @@ use haven_proto::control::{
 use haven_proto::datachannel::{SfuToClient, SfuToClientBody, SlotEntry};
 use haven_proto::grant::GrantVerifier;
 use haven_proto::{RoomId, SessionId, UserId};
+use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket};
 use str0m::{Candidate, IceCreds, Input, RtcConfig};
@@ -35,6 +36,7 @@ use crate::admission::{Admission, AdmissionError};
 use crate::config::SfuConfig;
 use crate::counters::{Counters, DropReason};
 use crate::demux::{classify, DatagramKind};
+use crate::egress::capturing_provider;
 use crate::media::{sfu_rtc_config, MAX_OPUS_PAYLOAD};
 use crate::negotiation::{negotiate_rtc, NegotiatedRtc};
 use crate::participant::{
@@ -107,6 +109,8 @@ pub struct UnknownSession(pub SessionId);
 pub struct SfuEngine {
     cfg: SfuConfig,
     rtc_config: RtcConfig,
+    /// The provider in `rtc_config`; sealers for the lean egress path come from it.
+    crypto: Arc<CryptoProvider>,
     admission: Admission,
     participants: HashMap<ParticipantId, Participant>,
     sessions: HashMap<SessionId, ParticipantId>,
@@ -127,14 +131,16 @@ impl SfuEngine {
     pub fn new(cfg: SfuConfig, verifier: GrantVerifier) -> Result<Self, EngineError> {
         Candidate::host(cfg.media_addr, "udp")
             .map_err(|_| EngineError::BadMediaAddr(cfg.media_addr))?;
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        // Wrapped so that each participant's SRTP keys reach the lean egress path.
+        let crypto = Arc::new(capturing_provider(&str0m::crypto::from_feature_flags()));
         let cert = crypto
             .dtls_provider
             .generate_certificate()
             .ok_or(EngineError::DtlsCertificate)?;
         let admission = Admission::new(verifier, cfg.node_id.clone(), cfg.replay_cache_capacity);
         Ok(Self {
-            rtc_config: sfu_rtc_config(crypto, cert),
+            rtc_config: sfu_rtc_config(crypto.clone(), cert),
+            crypto,
             admission,
             cfg,
             participants: HashMap::new(),
@@ -217,6 +223,9 @@ impl SfuEngine {
             slots: slot_streams,
             now,
             deadline: negotiated.deadline,
+            keys: negotiated.keys,
+            ext_ids: negotiated.ext_ids,
+            local_addr: self.cfg.media_addr,
         });
         reschedule(&mut self.timers, &mut participant);
         room.add(id);
@@ -712,6 +721,7 @@ impl SfuEngine {
             ..Default::default()
         };
         let mut forwarded = 0;
+        let mut lean = 0;
         for &(to, slot) in &targets {
             let Some(sub) = self.participants.get_mut(&to) else {
                 continue;
@@ -720,10 +730,14 @@ impl SfuEngine {
                 continue;
             }
             let out = &mut self.out;
+            let crypto = &*self.crypto;
             match catch_unwind(AssertUnwindSafe(|| {
-                sub.forward(now, slot, from, &pkt, &exts, out)
+                sub.forward(now, crypto, slot, from, &pkt, &exts, out)
             })) {
-                Ok(Ok(Forwarded::Sent)) => forwarded += 1,
+                Ok(Ok(Forwarded::Sent)) => {
+                    forwarded += 1;
+                    lean += u64::from(sub.lean_egress());
+                }
                 Ok(Ok(Forwarded::Late)) => self.counters.drop(DropReason::LateForSlot),
                 Ok(Ok(Forwarded::NoSlot)) => {}
                 Ok(Err(e)) => {
@@ -740,6 +754,7 @@ impl SfuEngine {
         }
         self.targets = targets;
         self.counters.rtp_forwarded += forwarded;
+        self.counters.rtp_forwarded_lean += lean;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.counters.rtp_forwarded += forwarded;
         }

@@ -9,6 +9,7 @@
 //! - [`node`]: the IO shell: workers, batched UDP, control link, metrics, drain.
 //! - [`engine`]: the engine: demux, timers, admission, forwarding, events.
 //! - [`participant`]: one participant's `Rtc` and the drive/drain discipline.
+//! - [`egress`]: the lean egress path: RTP headers and SRTP for forwarded packets.
 //! - [`room`]: a voice room: members, speaker selection, counters.
 //! - [`speakers`]: which speakers go into the N receive slots (pure logic).
 //! - [`slots`]: one receive slot's SSRC/sequence/timestamp continuity (pure logic).
@@ -26,6 +27,7 @@ pub mod admission;
 pub mod config;
 pub mod counters;
 pub mod demux;
+pub mod egress;
 pub mod engine;
 pub mod level;
 pub mod media;

@@ -9,9 +9,10 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::rtp::Ssrc;
+use str0m::rtp::{Extension, Ssrc};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use crate::egress::{build_capturing, ExtIds, KeySlot};
 use crate::engine::JoinError;
 use crate::offer::{audio_lines, OfferedDirection};
 use crate::participant::{Outbox, Transmit};
@@ -25,6 +26,10 @@ pub(crate) struct NegotiatedRtc {
     pub slots: Vec<(Mid, Ssrc)>,
     /// When the new `Rtc` first wants a timeout.
     pub deadline: Instant,
+    /// Filled with the SRTP keys when DTLS completes (the lean egress path).
+    pub keys: KeySlot,
+    /// Header extension ids the client negotiated for what we send it.
+    pub ext_ids: ExtIds,
 }
 
 /// Build an `Rtc` for one offer, accept it, and check it asks for what Haven offers:
@@ -39,7 +44,7 @@ pub(crate) fn negotiate_rtc(
 ) -> Result<NegotiatedRtc, JoinError> {
     let bad = |e: &dyn std::fmt::Display| JoinError::BadSdp(e.to_string());
     let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| bad(&e))?;
-    let mut rtc = config.build(now);
+    let (mut rtc, keys) = build_capturing(config, now);
     let candidate = Candidate::host(media_addr, "udp").map_err(|e| bad(&e))?;
     rtc.add_local_candidate(candidate);
     drain_setup(&mut rtc, now, out).map_err(|e| bad(&e))?;
@@ -98,6 +103,17 @@ pub(crate) fn negotiate_rtc(
             )));
         }
     }
+    let ext_ids = slot_mids
+        .first()
+        .and_then(|mid| rtc.media(*mid))
+        .map(|m| {
+            let map = m.remote_extmap();
+            ExtIds {
+                audio_level: map.id_of(Extension::AudioLevel),
+                mid: map.id_of(Extension::RtpMid),
+            }
+        })
+        .unwrap_or_default();
     let mut slots = Vec::with_capacity(slot_mids.len());
     for mid in slot_mids {
         let ssrc = rtc
@@ -113,6 +129,8 @@ pub(crate) fn negotiate_rtc(
         opus_pt,
         slots,
         deadline,
+        keys,
+        ext_ids,
     })
 }
 

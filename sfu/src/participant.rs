@@ -12,6 +12,10 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
+use str0m::crypto::CryptoProvider;
+use tracing::debug;
+
+use crate::egress::{write_rtp, ExtIds, KeySlot, RtpFields, RtpSealer};
 use crate::slots::ForwardingSlot;
 
 /// Engine-local handle of a participant; never reused within an engine.
@@ -57,6 +61,17 @@ pub(crate) struct ReceiveSlot {
     pub announced: Option<Option<ParticipantId>>,
 }
 
+/// How forwarded RTP leaves for this subscriber. Decided once, at the first forwarded
+/// packet, and never changed: mixing str0m's and our own SRTP on one SSRC could reuse a
+/// nonce.
+pub(crate) enum Egress {
+    Undecided,
+    /// Header and SRTP written here ([`crate::egress`]).
+    Lean(Box<RtpSealer>),
+    /// Through str0m's `write_rtp` and a drain (no keys were captured).
+    Str0m,
+}
+
 pub(crate) enum Forwarded {
     Sent,
     Late,
@@ -82,6 +97,13 @@ pub(crate) struct Participant {
     /// The payload type of Opus as negotiated; packets with any other are dropped.
     pub opus_pt: Pt,
     pub slots: Vec<ReceiveSlot>,
+    /// SRTP keys from the DTLS handshake, negotiated header extension ids, our address.
+    keys: KeySlot,
+    ext_ids: ExtIds,
+    local_addr: SocketAddr,
+    egress: Egress,
+    /// Scratch for one plain RTP packet.
+    rtp_buf: Vec<u8>,
     pub channel: Option<ChannelId>,
     pub connected: bool,
     pub joined_at: Instant,
@@ -113,6 +135,9 @@ pub(crate) struct ParticipantInit {
     pub slots: Vec<(Mid, Ssrc)>,
     pub now: Instant,
     pub deadline: Instant,
+    pub keys: KeySlot,
+    pub ext_ids: ExtIds,
+    pub local_addr: SocketAddr,
 }
 
 impl Participant {
@@ -145,6 +170,11 @@ impl Participant {
             last_destination: None,
             opus_pt: init.opus_pt,
             slots,
+            keys: init.keys,
+            ext_ids: init.ext_ids,
+            local_addr: init.local_addr,
+            egress: Egress::Undecided,
+            rtp_buf: Vec::with_capacity(1500),
             channel: None,
             connected: false,
             joined_at: init.now,
@@ -176,10 +206,13 @@ impl Participant {
         applied.and(drained)
     }
 
-    /// Write one forwarded packet into receive slot `slot`, then drain.
+    /// Send one forwarded packet in receive slot `slot`: sealed here on the lean path,
+    /// otherwise written into str0m and drained.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         now: Instant,
+        crypto: &CryptoProvider,
         slot: usize,
         from: ParticipantId,
         pkt: &RtpPacket,
@@ -189,6 +222,9 @@ impl Participant {
         #[cfg(feature = "fault-injection")]
         if self.fail_next {
             panic!("injected fault in participant {:?}", self.id);
+        }
+        if matches!(self.egress, Egress::Undecided) {
+            self.egress = self.decide_egress(crypto);
         }
         let Some(rs) = self.slots.get_mut(slot) else {
             return Ok(Forwarded::NoSlot);
@@ -203,6 +239,40 @@ impl Participant {
             return Ok(Forwarded::Late);
         };
         let ssrc = rs.ssrc;
+        if let Egress::Lean(sealer) = &mut self.egress {
+            let Some(destination) = self.last_destination else {
+                // Connected peers always have one (DTLS went there); be safe anyway.
+                return Ok(Forwarded::NoSlot);
+            };
+            // The slot's extended sequence number is the SRTP packet index (ROC << 16 | seq).
+            let index = rw.seq;
+            let fields = RtpFields {
+                marker: rw.marker,
+                pt: *self.opus_pt,
+                seq: rw.seq as u16,
+                timestamp: rw.timestamp,
+                ssrc: *ssrc,
+                audio_level: exts
+                    .audio_level
+                    .zip(exts.voice_activity)
+                    .map(|(l, v)| (l.unsigned_abs().min(127), v)),
+                mid: rs.mid.as_bytes(),
+            };
+            let header_len = write_rtp(&mut self.rtp_buf, &self.ext_ids, &fields, &pkt.payload);
+            let mut contents = Vec::with_capacity(self.rtp_buf.len() + 16);
+            if sealer
+                .seal(&self.rtp_buf, header_len, *ssrc, index, &mut contents)
+                .is_err()
+            {
+                return Ok(Forwarded::NoSlot);
+            }
+            out.transmits.push_back(Transmit {
+                source: self.local_addr,
+                destination,
+                contents,
+            });
+            return Ok(Forwarded::Sent);
+        }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx(&ssrc) else {
             return Ok(Forwarded::NoSlot);
@@ -220,6 +290,24 @@ impl Participant {
         );
         self.drain(now, out)?;
         Ok(Forwarded::Sent)
+    }
+
+    /// Lean when DTLS left us keys we can use, str0m otherwise.
+    fn decide_egress(&self, crypto: &CryptoProvider) -> Egress {
+        let keys = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+        match keys.map(|k| RtpSealer::new(crypto, &k)) {
+            Some(Ok(sealer)) => Egress::Lean(Box::new(sealer)),
+            Some(Err(e)) => {
+                debug!(id = ?self.id, error = %e, "lean egress unavailable");
+                Egress::Str0m
+            }
+            None => Egress::Str0m,
+        }
+    }
+
+    /// True when forwarded packets bypass str0m for this subscriber.
+    pub fn lean_egress(&self) -> bool {
+        matches!(self.egress, Egress::Lean(_))
     }
 
     /// Send one message on the data channel, then drain. `Ok(false)` if it did not fit.

@@ -250,6 +250,12 @@ fn three_peers_hear_each_other_through_the_real_binary() {
     assert_eq!(sum_samples(&m, "haven_sfu_participants", &[]), 3.0, "{m}");
     assert_eq!(sum_samples(&m, "haven_sfu_rooms", &[]), 1.0);
     assert!(sum_samples(&m, "haven_sfu_rtp_packets_forwarded_total", &[]) > 100.0);
+    // The real binary forwards on the lean egress path (SFU-sealed SRTP) and the str0m
+    // peers above decrypted it.
+    assert_eq!(
+        sum_samples(&m, "haven_sfu_rtp_packets_forwarded_lean_total", &[]),
+        sum_samples(&m, "haven_sfu_rtp_packets_forwarded_total", &[])
+    );
     assert!(sum_samples(&m, "haven_sfu_udp_bytes_sent_total", &[]) > 0.0);
     assert!(sum_samples(&m, "haven_sfu_forwarding_lateness_seconds_count", &[]) > 0.0);
     assert_eq!(

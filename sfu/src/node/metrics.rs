@@ -77,6 +77,12 @@ const WORKER_FAMILIES: &[(&str, &str, &str, Field)] = &[
         |g| &g.rtp_forwarded,
     ),
     (
+        "haven_sfu_rtp_packets_forwarded_lean_total",
+        "counter",
+        "Of the forwarded RTP packets, those sealed by the SFU's lean egress path.",
+        |g| &g.rtp_forwarded_lean,
+    ),
+    (
         "haven_sfu_rtp_packets_not_selected_total",
         "counter",
         "RTP packets from speakers not in any slot (normal).",
