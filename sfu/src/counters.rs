@@ -91,6 +91,8 @@ pub struct Counters {
     pub rtp_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// Of `rtp_in`, those opened on the lean ingress path (not by str0m).
+    pub rtp_in_lean: u64,
     /// Of `rtp_forwarded`, those sealed on the lean egress path (not through str0m).
     pub rtp_forwarded_lean: u64,
     /// Speech or silence from participants not in any slot (normal, not an error).

@@ -200,21 +200,70 @@ pub enum SealerError {
     },
 }
 
-enum Cipher {
+/// The RTP half of an SRTP context (RFC 3711 §4.3 / RFC 7714 §12 key derivation), one
+/// direction. Shared by [`RtpSealer`] and [`crate::ingress::RtpOpener`].
+pub(crate) enum Cipher {
     Gcm128 {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes128GcmCipher>,
+        c: Box<dyn AeadAes128GcmCipher>,
     },
     Gcm256 {
         salt: [u8; 12],
-        enc: Box<dyn AeadAes256GcmCipher>,
+        c: Box<dyn AeadAes256GcmCipher>,
     },
     CmSha1 {
         salt: [u8; 14],
         auth_key: [u8; 20],
-        enc: Box<dyn Aes128CmSha1_80Cipher>,
+        c: Box<dyn Aes128CmSha1_80Cipher>,
         hmac: &'static dyn Sha1HmacProvider,
     },
+}
+
+impl Cipher {
+    /// The cipher for what the DTLS client (`client`) or server writes; `encrypt` picks the
+    /// direction of the underlying cipher.
+    pub(crate) fn new(
+        crypto: &CryptoProvider,
+        keys: &SrtpKeys,
+        client: bool,
+        encrypt: bool,
+    ) -> Result<Self, SealerError> {
+        let srtp = crypto.srtp_provider;
+        Ok(match keys.profile {
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let (master, msalt) = material_half::<16, 12>(keys, client)?;
+                let (mut key, mut salt) = ([0; 16], [0; 12]);
+                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
+                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
+                let c = srtp.aead_aes_128_gcm().create_cipher(key, encrypt);
+                Cipher::Gcm128 { salt, c }
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let (master, msalt) = material_half::<32, 12>(keys, client)?;
+                let (mut key, mut salt) = ([0; 32], [0; 12]);
+                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
+                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
+                let c = srtp.aead_aes_256_gcm().create_cipher(key, encrypt);
+                Cipher::Gcm256 { salt, c }
+            }
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let (master, msalt) = material_half::<16, 14>(keys, client)?;
+                let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
+                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
+                kdf(srtp, &master, &msalt, LABEL_RTP_AUTH, &mut auth_key);
+                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
+                let c = srtp.aes_128_cm_sha1_80().create_cipher(key, encrypt);
+                let hmac = crypto.sha1_hmac_provider;
+                Cipher::CmSha1 {
+                    salt,
+                    auth_key,
+                    c,
+                    hmac,
+                }
+            }
+            other => return Err(SealerError::UnsupportedProfile(other)),
+        })
+    }
 }
 
 /// Outbound SRTP for RTP packets of one peer (every SSRC we send it).
@@ -238,51 +287,10 @@ impl std::fmt::Debug for RtpSealer {
 }
 
 impl RtpSealer {
-    /// The sealer for what we send, derived as RFC 3711 §4.3 / RFC 7714 §12 say.
+    /// The sealer for what we send: our half of the keys (RFC 5764 §4.2).
     pub fn new(crypto: &CryptoProvider, keys: &SrtpKeys) -> Result<Self, SealerError> {
-        let srtp = crypto.srtp_provider;
-        let cipher = match keys.profile {
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, msalt) = split_material::<16, 12>(keys)?;
-                let mut key = [0; 16];
-                let mut salt = [0; 12];
-                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
-                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
-                Cipher::Gcm128 {
-                    salt,
-                    enc: srtp.aead_aes_128_gcm().create_cipher(key, true),
-                }
-            }
-            SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, msalt) = split_material::<32, 12>(keys)?;
-                let mut key = [0; 32];
-                let mut salt = [0; 12];
-                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
-                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
-                Cipher::Gcm256 {
-                    salt,
-                    enc: srtp.aead_aes_256_gcm().create_cipher(key, true),
-                }
-            }
-            SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, msalt) = split_material::<16, 14>(keys)?;
-                let mut key = [0; 16];
-                let mut salt = [0; 14];
-                let mut auth_key = [0; 20];
-                kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
-                kdf(srtp, &master, &msalt, LABEL_RTP_AUTH, &mut auth_key);
-                kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
-                Cipher::CmSha1 {
-                    salt,
-                    auth_key,
-                    enc: srtp.aes_128_cm_sha1_80().create_cipher(key, true),
-                    hmac: crypto.sha1_hmac_provider,
-                }
-            }
-            other => return Err(SealerError::UnsupportedProfile(other)),
-        };
         Ok(Self {
-            cipher,
+            cipher: Cipher::new(crypto, keys, keys.active, true)?,
             scratch: Vec::new(),
         })
     }
@@ -301,12 +309,12 @@ impl RtpSealer {
         let start = out.len();
         out.extend_from_slice(header);
         match &mut self.cipher {
-            Cipher::Gcm128 { salt, enc } => {
+            Cipher::Gcm128 { salt, c: enc } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
                 out.resize(start + packet.len() + AeadAes128Gcm::TAG_LEN, 0);
                 enc.encrypt(&iv, header, payload, &mut out[start + header_len..])
             }
-            Cipher::Gcm256 { salt, enc } => {
+            Cipher::Gcm256 { salt, c: enc } => {
                 let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
                 out.resize(start + packet.len() + AeadAes256Gcm::TAG_LEN, 0);
                 enc.encrypt(&iv, header, payload, &mut out[start + header_len..])
@@ -314,7 +322,7 @@ impl RtpSealer {
             Cipher::CmSha1 {
                 salt,
                 auth_key,
-                enc,
+                c: enc,
                 hmac,
             } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
@@ -332,9 +340,10 @@ impl RtpSealer {
     }
 }
 
-/// Our write half of the keying material: `(master key, master salt)`.
-fn split_material<const KL: usize, const SL: usize>(
+/// The client's (`client = true`) or the server's half: `(master key, master salt)`.
+fn material_half<const KL: usize, const SL: usize>(
     keys: &SrtpKeys,
+    client: bool,
 ) -> Result<([u8; KL], [u8; SL]), SealerError> {
     let want = 2 * KL + 2 * SL;
     if keys.material.len() != want {
@@ -345,7 +354,7 @@ fn split_material<const KL: usize, const SL: usize>(
         });
     }
     // The DTLS client writes with the client halves (RFC 5764 §4.2).
-    let (k, s) = if keys.active {
+    let (k, s) = if client {
         (0, 2 * KL)
     } else {
         (KL, 2 * KL + SL)
@@ -550,7 +559,7 @@ mod tests {
         let mut sealer = RtpSealer {
             cipher: Cipher::Gcm128 {
                 salt,
-                enc: crypto
+                c: crypto
                     .srtp_provider
                     .aead_aes_128_gcm()
                     .create_cipher(key, true),
@@ -596,7 +605,7 @@ mod tests {
         assert_eq!(&out[..hl], &rtp[..hl], "header stays in the clear");
         assert_ne!(&out[hl..rtp.len()], &payload[..], "payload is encrypted");
 
-        let (master, msalt) = split_material::<16, 14>(&keys).unwrap();
+        let (master, msalt) = material_half::<16, 14>(&keys, keys.active).unwrap();
         let (mut key, mut salt, mut auth) = ([0u8; 16], [0u8; 14], [0u8; 20]);
         kdf(
             crypto.srtp_provider,
@@ -649,9 +658,9 @@ mod tests {
             active: false,
             ..client.clone()
         };
-        let (k, s) = split_material::<16, 12>(&client).unwrap();
+        let (k, s) = material_half::<16, 12>(&client, client.active).unwrap();
         assert_eq!((k[0], s[0]), (0, 32));
-        let (k, s) = split_material::<16, 12>(&server).unwrap();
+        let (k, s) = material_half::<16, 12>(&server, server.active).unwrap();
         assert_eq!((k[0], s[0]), (16, 44));
     }
 

@@ -28,7 +28,6 @@ use haven_proto::grant::GrantVerifier;
 use haven_proto::{RoomId, SessionId, UserId};
 use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket};
 use str0m::{Candidate, IceCreds, Input, RtcConfig};
 use tracing::{debug, warn};
 
@@ -37,6 +36,7 @@ use crate::config::SfuConfig;
 use crate::counters::{Counters, DropReason};
 use crate::demux::{classify, DatagramKind};
 use crate::egress::capturing_provider;
+use crate::ingress::{Inbound, Opened};
 use crate::media::{sfu_rtc_config, MAX_OPUS_PAYLOAD};
 use crate::negotiation::{negotiate_rtc, NegotiatedRtc};
 use crate::participant::{
@@ -225,6 +225,7 @@ impl SfuEngine {
             deadline: negotiated.deadline,
             keys: negotiated.keys,
             ext_ids: negotiated.ext_ids,
+            publish_level_id: negotiated.publish_level_id,
             local_addr: self.cfg.media_addr,
         });
         reschedule(&mut self.timers, &mut participant);
@@ -261,7 +262,9 @@ impl SfuEngine {
             self.counters.drop(DropReason::Oversized);
             return;
         }
-        let target = match classify(bytes) {
+        let kind = classify(bytes);
+        let is_media = matches!(kind, DatagramKind::Media);
+        let target = match kind {
             DatagramKind::Garbage => Err(DropReason::Garbage),
             DatagramKind::Stun {
                 local_ufrag: Some(ufrag),
@@ -288,6 +291,31 @@ impl SfuEngine {
                 return;
             }
         };
+        // A publisher's SRTP, once str0m has shown us its stream, is opened right here.
+        if is_media {
+            if let Some(p) = self.participants.get_mut(&pid) {
+                let crypto = &*self.crypto;
+                match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, bytes))) {
+                    Ok(Opened::Packet(pkt)) => {
+                        self.counters.rtp_in_lean += 1;
+                        self.forward(now, pid, pkt);
+                        self.pump(now);
+                        return;
+                    }
+                    Ok(Opened::Refused) => {
+                        self.counters.drop(DropReason::RejectedByRtc);
+                        return;
+                    }
+                    Ok(Opened::NotMine) => {}
+                    Err(_) => {
+                        self.counters.participant_panics += 1;
+                        self.doomed.push((pid, LeaveReason::Failed));
+                        self.pump(now);
+                        return;
+                    }
+                }
+            }
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, bytes) else {
             self.counters.drop(DropReason::Garbage);
             return;
@@ -666,7 +694,7 @@ impl SfuEngine {
 
     /// One RTP packet from a publisher: enforce mute/can_speak, update speaker selection,
     /// write it into the right slot of each subscriber.
-    fn forward(&mut self, now: Instant, from: ParticipantId, pkt: RtpPacket) {
+    fn forward(&mut self, now: Instant, from: ParticipantId, pkt: Inbound) {
         self.counters.rtp_in += 1;
         let Some(p) = self.participants.get(&from) else {
             return;
@@ -677,7 +705,7 @@ impl SfuEngine {
             Some(DropReason::Muted)
         } else if p.self_muted {
             Some(DropReason::SelfMuted)
-        } else if pkt.header.payload_type != p.opus_pt {
+        } else if pkt.pt != *p.opus_pt {
             Some(DropReason::WrongPayloadType)
         } else if pkt.payload.len() > MAX_OPUS_PAYLOAD {
             Some(DropReason::OversizedPayload)
@@ -695,9 +723,8 @@ impl SfuEngine {
             return;
         }
 
-        let level = pkt.header.ext_vals.audio_level;
-        let voice = pkt.header.ext_vals.voice_activity;
-        let dbov = level.map(|l| l.unsigned_abs().min(127));
+        let dbov = pkt.audio_level.map(|(level, _)| level);
+        let voice = pkt.audio_level.map(|(_, voice)| voice);
         let obs = room.selector.observe(now, from, dbov, voice);
         if let Some(on) = obs.speaking {
             self.announce_speaking(now, room_id, from, on);
@@ -715,11 +742,6 @@ impl SfuEngine {
         if let Some(room) = self.rooms.get(&room_id) {
             room.targets(obs.route, from, &mut targets);
         }
-        let exts = ExtensionValues {
-            audio_level: level,
-            voice_activity: voice,
-            ..Default::default()
-        };
         let mut forwarded = 0;
         let mut lean = 0;
         for &(to, slot) in &targets {
@@ -732,7 +754,7 @@ impl SfuEngine {
             let out = &mut self.out;
             let crypto = &*self.crypto;
             match catch_unwind(AssertUnwindSafe(|| {
-                sub.forward(now, crypto, slot, from, &pkt, &exts, out)
+                sub.forward(now, crypto, slot, from, &pkt, out)
             })) {
                 Ok(Ok(Forwarded::Sent)) => {
                     forwarded += 1;

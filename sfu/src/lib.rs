@@ -10,6 +10,7 @@
 //! - [`engine`]: the engine: demux, timers, admission, forwarding, events.
 //! - [`participant`]: one participant's `Rtc` and the drive/drain discipline.
 //! - [`egress`]: the lean egress path: RTP headers and SRTP for forwarded packets.
+//! - [`ingress`]: the lean ingress path: publishers' SRTP opened without str0m.
 //! - [`room`]: a voice room: members, speaker selection, counters.
 //! - [`speakers`]: which speakers go into the N receive slots (pure logic).
 //! - [`slots`]: one receive slot's SSRC/sequence/timestamp continuity (pure logic).
@@ -29,6 +30,7 @@ pub mod counters;
 pub mod demux;
 pub mod egress;
 pub mod engine;
+pub mod ingress;
 pub mod level;
 pub mod media;
 mod negotiation;

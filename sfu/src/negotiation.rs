@@ -30,6 +30,8 @@ pub(crate) struct NegotiatedRtc {
     pub keys: KeySlot,
     /// Header extension ids the client negotiated for what we send it.
     pub ext_ids: ExtIds,
+    /// The audio level extension id on what the client publishes.
+    pub publish_level_id: Option<u8>,
 }
 
 /// Build an `Rtc` for one offer, accept it, and check it asks for what Haven offers:
@@ -114,6 +116,9 @@ pub(crate) fn negotiate_rtc(
             }
         })
         .unwrap_or_default();
+    let publish_level_id = publish
+        .and_then(|mid| rtc.media(mid))
+        .and_then(|m| m.remote_extmap().id_of(Extension::AudioLevel));
     let mut slots = Vec::with_capacity(slot_mids.len());
     for mid in slot_mids {
         let ssrc = rtc
@@ -131,6 +136,7 @@ pub(crate) fn negotiate_rtc(
         deadline,
         keys,
         ext_ids,
+        publish_level_id,
     })
 }
 

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use haven_proto::{RoomId, SessionId, UserId};
 use str0m::channel::ChannelId;
 use str0m::media::{Mid, Pt};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use str0m::crypto::CryptoProvider;
 use tracing::debug;
 
 use crate::egress::{write_rtp, ExtIds, KeySlot, RtpFields, RtpSealer};
+use crate::ingress::{Inbound, Opened, RtpOpener};
 use crate::slots::ForwardingSlot;
 
 /// Engine-local handle of a participant; never reused within an engine.
@@ -46,7 +47,7 @@ pub(crate) enum Signal {
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub transmits: VecDeque<Transmit>,
-    pub media: VecDeque<(ParticipantId, RtpPacket)>,
+    pub media: VecDeque<(ParticipantId, Inbound)>,
     pub signals: VecDeque<(ParticipantId, Signal)>,
     /// (participant, remote address) pairs str0m started sending to.
     pub learned: Vec<(ParticipantId, SocketAddr)>,
@@ -59,6 +60,20 @@ pub(crate) struct ReceiveSlot {
     pub forwarding: ForwardingSlot<ParticipantId>,
     /// Who the client was last told is in this slot (`None` until told at all).
     pub announced: Option<Option<ParticipantId>>,
+}
+
+/// How a publisher's RTP is opened: by str0m until it delivered the first packet (which
+/// fixes SSRC and index), then by the SFU ([`crate::ingress`]) when keys were captured.
+pub(crate) enum Ingress {
+    /// str0m has not delivered RTP yet.
+    Waiting,
+    /// str0m delivered a packet with this SSRC and extended sequence number.
+    Seen {
+        ssrc: u32,
+        index: u64,
+    },
+    Lean(Box<RtpOpener>),
+    Str0m,
 }
 
 /// How forwarded RTP leaves for this subscriber. Decided once, at the first forwarded
@@ -102,6 +117,8 @@ pub(crate) struct Participant {
     ext_ids: ExtIds,
     local_addr: SocketAddr,
     egress: Egress,
+    ingress: Ingress,
+    publish_level_id: Option<u8>,
     /// Scratch for one plain RTP packet.
     rtp_buf: Vec<u8>,
     pub channel: Option<ChannelId>,
@@ -137,6 +154,7 @@ pub(crate) struct ParticipantInit {
     pub deadline: Instant,
     pub keys: KeySlot,
     pub ext_ids: ExtIds,
+    pub publish_level_id: Option<u8>,
     pub local_addr: SocketAddr,
 }
 
@@ -174,6 +192,8 @@ impl Participant {
             ext_ids: init.ext_ids,
             local_addr: init.local_addr,
             egress: Egress::Undecided,
+            ingress: Ingress::Waiting,
+            publish_level_id: init.publish_level_id,
             rtp_buf: Vec::with_capacity(1500),
             channel: None,
             connected: false,
@@ -215,8 +235,7 @@ impl Participant {
         crypto: &CryptoProvider,
         slot: usize,
         from: ParticipantId,
-        pkt: &RtpPacket,
-        exts: &ExtensionValues,
+        pkt: &Inbound,
         out: &mut Outbox,
     ) -> Result<Forwarded, RtcError> {
         #[cfg(feature = "fault-injection")]
@@ -229,13 +248,10 @@ impl Participant {
         let Some(rs) = self.slots.get_mut(slot) else {
             return Ok(Forwarded::NoSlot);
         };
-        let Some(rw) = rs.forwarding.rewrite(
-            now,
-            from,
-            *pkt.seq_no,
-            pkt.header.timestamp,
-            pkt.header.marker,
-        ) else {
+        let Some(rw) = rs
+            .forwarding
+            .rewrite(now, from, pkt.seq, pkt.timestamp, pkt.marker)
+        else {
             return Ok(Forwarded::Late);
         };
         let ssrc = rs.ssrc;
@@ -252,10 +268,7 @@ impl Participant {
                 seq: rw.seq as u16,
                 timestamp: rw.timestamp,
                 ssrc: *ssrc,
-                audio_level: exts
-                    .audio_level
-                    .zip(exts.voice_activity)
-                    .map(|(l, v)| (l.unsigned_abs().min(127), v)),
+                audio_level: pkt.audio_level,
                 mid: rs.mid.as_bytes(),
             };
             let header_len = write_rtp(&mut self.rtp_buf, &self.ext_ids, &fields, &pkt.payload);
@@ -286,7 +299,11 @@ impl Participant {
                 pkt.payload.clone(),
             )
             .marker(rw.marker)
-            .ext_vals(exts.clone()),
+            .ext_vals(ExtensionValues {
+                audio_level: pkt.audio_level.map(|(l, _)| -(l as i8)),
+                voice_activity: pkt.audio_level.map(|(_, v)| v),
+                ..Default::default()
+            }),
         );
         self.drain(now, out)?;
         Ok(Forwarded::Sent)
@@ -302,6 +319,24 @@ impl Participant {
                 Egress::Str0m
             }
             None => Egress::Str0m,
+        }
+    }
+
+    /// Open an SRTP datagram from this publisher on the lean path, if it has one (see
+    /// [`Ingress`]); `NotMine` sends it to str0m.
+    pub fn open_lean(&mut self, crypto: &CryptoProvider, datagram: &[u8]) -> Opened {
+        if let Ingress::Seen { ssrc, index } = self.ingress {
+            let keys = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+            self.ingress = match keys
+                .map(|k| RtpOpener::new(crypto, &k, ssrc, index, self.publish_level_id))
+            {
+                Some(Ok(opener)) => Ingress::Lean(Box::new(opener)),
+                _ => Ingress::Str0m,
+            };
+        }
+        match &mut self.ingress {
+            Ingress::Lean(opener) => opener.open(datagram),
+            _ => Opened::NotMine,
         }
     }
 
@@ -379,7 +414,26 @@ impl Participant {
                 IceConnectionState::Connected | IceConnectionState::Completed,
             ) => Signal::IceReconnected,
             Event::RtpPacket(p) => {
-                out.media.push_back((self.id, p));
+                if matches!(self.ingress, Ingress::Waiting) {
+                    self.ingress = Ingress::Seen {
+                        ssrc: *p.header.ssrc,
+                        index: *p.seq_no,
+                    };
+                }
+                let ext = &p.header.ext_vals;
+                let inbound = Inbound {
+                    pt: *p.header.payload_type,
+                    seq: *p.seq_no,
+                    timestamp: p.header.timestamp,
+                    marker: p.header.marker,
+                    ssrc: *p.header.ssrc,
+                    audio_level: ext
+                        .audio_level
+                        .zip(ext.voice_activity)
+                        .map(|(l, v)| (l.unsigned_abs().min(127), v)),
+                    payload: p.payload.to_vec(),
+                };
+                out.media.push_back((self.id, inbound));
                 return;
             }
             Event::ChannelOpen(id, _) => Signal::ChannelOpen(id),

@@ -256,6 +256,10 @@ fn three_peers_hear_each_other_through_the_real_binary() {
         sum_samples(&m, "haven_sfu_rtp_packets_forwarded_lean_total", &[]),
         sum_samples(&m, "haven_sfu_rtp_packets_forwarded_total", &[])
     );
+    assert!(
+        sum_samples(&m, "haven_sfu_rtp_packets_received_lean_total", &[])
+            >= 0.95 * sum_samples(&m, "haven_sfu_rtp_packets_received_total", &[])
+    );
     assert!(sum_samples(&m, "haven_sfu_udp_bytes_sent_total", &[]) > 0.0);
     assert!(sum_samples(&m, "haven_sfu_forwarding_lateness_seconds_count", &[]) > 0.0);
     assert_eq!(

@@ -77,6 +77,12 @@ const WORKER_FAMILIES: &[(&str, &str, &str, Field)] = &[
         |g| &g.rtp_forwarded,
     ),
     (
+        "haven_sfu_rtp_packets_received_lean_total",
+        "counter",
+        "Of the received RTP packets, those opened by the SFU's lean ingress path.",
+        |g| &g.rtp_in_lean,
+    ),
+    (
         "haven_sfu_rtp_packets_forwarded_lean_total",
         "counter",
         "Of the forwarded RTP packets, those sealed by the SFU's lean egress path.",
