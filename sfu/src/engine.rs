@@ -295,7 +295,7 @@ impl SfuEngine {
         if is_media {
             if let Some(p) = self.participants.get_mut(&pid) {
                 let crypto = &*self.crypto;
-                match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, bytes))) {
+                match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, source, bytes))) {
                     Ok(Opened::Packet(pkt)) => {
                         self.counters.rtp_in_lean += 1;
                         self.forward(now, pid, pkt);

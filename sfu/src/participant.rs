@@ -109,6 +109,11 @@ pub(crate) struct Participant {
     /// Remote addresses routed to this participant (bounded).
     pub addrs: Vec<SocketAddr>,
     last_destination: Option<SocketAddr>,
+    /// Where media goes (the lean egress path): where str0m last sent DTLS or SRTCP (its
+    /// nominated pair; STUN answers go to any address that checks, so they do not count), or
+    /// where the peer's last authenticated SRTP came from (WebRTC sends and receives on one
+    /// pair, so a NAT rebinding moves it at the next packet).
+    media_destination: Option<SocketAddr>,
     /// The payload type of Opus as negotiated; packets with any other are dropped.
     pub opus_pt: Pt,
     pub slots: Vec<ReceiveSlot>,
@@ -186,6 +191,7 @@ impl Participant {
             ufrag: init.ufrag,
             addrs: Vec::new(),
             last_destination: None,
+            media_destination: None,
             opus_pt: init.opus_pt,
             slots,
             keys: init.keys,
@@ -256,7 +262,7 @@ impl Participant {
         };
         let ssrc = rs.ssrc;
         if let Egress::Lean(sealer) = &mut self.egress {
-            let Some(destination) = self.last_destination else {
+            let Some(destination) = self.media_destination else {
                 // Connected peers always have one (DTLS went there); be safe anyway.
                 return Ok(Forwarded::NoSlot);
             };
@@ -324,7 +330,12 @@ impl Participant {
 
     /// Open an SRTP datagram from this publisher on the lean path, if it has one (see
     /// [`Ingress`]); `NotMine` sends it to str0m.
-    pub fn open_lean(&mut self, crypto: &CryptoProvider, datagram: &[u8]) -> Opened {
+    pub fn open_lean(
+        &mut self,
+        crypto: &CryptoProvider,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Opened {
         if let Ingress::Seen { ssrc, index } = self.ingress {
             let keys = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
             self.ingress = match keys
@@ -334,10 +345,14 @@ impl Participant {
                 _ => Ingress::Str0m,
             };
         }
-        match &mut self.ingress {
+        let opened = match &mut self.ingress {
             Ingress::Lean(opener) => opener.open(datagram),
             _ => Opened::NotMine,
+        };
+        if matches!(opened, Opened::Packet(_)) {
+            self.media_destination = Some(source);
         }
+        opened
     }
 
     /// True when forwarded packets bypass str0m for this subscriber.
@@ -377,6 +392,10 @@ impl Participant {
                 match self.rtc.poll_output()? {
                     Output::Timeout(t) => break t,
                     Output::Transmit(t) => {
+                        // RFC 7983: STUN starts with 0..=3, DTLS 20..=63, SRTP/SRTCP 128..=191.
+                        if t.contents.first().is_some_and(|b| *b >= 20) {
+                            self.media_destination = Some(t.destination);
+                        }
                         if self.last_destination != Some(t.destination) {
                             self.last_destination = Some(t.destination);
                             out.learned.push((self.id, t.destination));
