@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Impairment, Talk, World};
 use haven_proto::control::{ControlBody, ControlMessage, ErrorCode, Leave, LeaveReason, Offer};
 use haven_proto::SessionId;
-use haven_sfu::SfuEvent;
+use haven_sfu::{DropReason, SfuEvent};
 
 fn left_reason(w: &World, session: SessionId) -> Option<LeaveReason> {
     w.events.iter().find_map(|(_, e)| match e {
@@ -120,4 +120,47 @@ fn control_requests_get_typed_replies() {
     assert!(bodies
         .iter()
         .any(|b| matches!(b, ControlBody::ParticipantLeft(l) if l.reason == LeaveReason::Left)));
+}
+
+/// A NAT rebinding mid-call (new public port, the client unaware): after the client's next
+/// ICE check from the new port, its audio reaches the others again and theirs reaches it —
+/// the SFU's lean SRTP egress follows the peer to its new address within seconds.
+#[test]
+fn audio_follows_a_nat_rebinding_both_ways() {
+    let mut w = World::new(11, Impairment::clean());
+    let a = w.join(true, 3);
+    let b = w.join(true, 3);
+    w.connect_all(Duration::from_secs(10));
+    w.talk(a, Talk::Speech(30));
+    w.talk(b, Talk::Speech(30));
+    w.run_for(Duration::from_secs(2));
+
+    let unknown_before = w.sfu.counters().dropped(DropReason::UnknownSource);
+    w.rebind(a, 50_123);
+    // Packets already in flight arrive for a moment; then the old mapping is dead until the
+    // client's next ICE check from the new port teaches the SFU the new address.
+    w.run_for(Duration::from_millis(100));
+    let moved = w.now;
+    // Bounded by the client's ICE check interval: the check teaches the SFU the new port,
+    // and the first SRTP from it moves the SFU's sending there (str0m's own RTCP would
+    // take ~14 s here).
+    let both_ways = w.run_until(Duration::from_secs(4), |w| {
+        w.heard_by(b, moved).contains(&a) && w.heard_by(a, moved).contains(&b)
+    });
+    let resumed = w.now;
+    w.run_for(Duration::from_secs(2));
+    assert!(
+        both_ways,
+        "after rebinding: b hears a {:?}, a hears b {:?}",
+        w.heard_by(b, moved),
+        w.heard_by(a, moved)
+    );
+    assert!(w.heard_by(a, resumed).contains(&b), "a keeps hearing b");
+    assert!(w.heard_by(b, resumed).contains(&a), "b keeps hearing a");
+    let unknown = w.sfu.counters().dropped(DropReason::UnknownSource) - unknown_before;
+    eprintln!(
+        "audio resumed both ways {:?} after the rebinding ({unknown} datagrams from the \
+         unknown new port dropped before the ICE check)",
+        resumed.saturating_duration_since(moved)
+    );
 }

@@ -147,6 +147,9 @@ pub struct World {
     by_addr: HashMap<SocketAddr, usize>,
     /// Clients whose network is cut: everything to or from them is lost.
     cut: HashSet<SocketAddr>,
+    /// A NAT in front of some clients: their address → the address the SFU sees.
+    nat_out: HashMap<SocketAddr, SocketAddr>,
+    nat_in: HashMap<SocketAddr, SocketAddr>,
     /// Time spent inside the SFU engine's calls (for the forwarding bench).
     pub sfu_busy: Duration,
 }
@@ -188,6 +191,8 @@ impl World {
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             by_addr: HashMap::new(),
             cut: HashSet::new(),
+            nat_out: HashMap::new(),
+            nat_in: HashMap::new(),
             sfu_busy: Duration::ZERO,
         }
     }
@@ -195,6 +200,16 @@ impl World {
     /// Cut a client off the network (it vanishes without saying goodbye).
     pub fn cut(&mut self, index: usize) {
         self.cut.insert(self.clients[index].addr);
+    }
+
+    /// A NAT rebinding: from now on the client's datagrams reach the SFU from a new
+    /// public port (the client does not know), and only that port leads back to it.
+    pub fn rebind(&mut self, index: usize, port: u16) {
+        let real = self.clients[index].addr;
+        let public = SocketAddr::new(real.ip(), port);
+        self.nat_in.retain(|_, r| *r != real);
+        self.nat_out.insert(real, public);
+        self.nat_in.insert(public, real);
     }
 
     pub fn wall(&self) -> SystemTime {
@@ -427,8 +442,17 @@ impl World {
         }
     }
 
-    fn deliver(&mut self, d: Datagram) {
+    fn deliver(&mut self, mut d: Datagram) {
         let now = self.now;
+        if d.destination == self.sfu_addr {
+            if let Some(public) = self.nat_out.get(&d.source) {
+                d.source = *public;
+            }
+        } else if let Some(real) = self.nat_in.get(&d.destination) {
+            d.destination = *real;
+        } else if self.nat_out.contains_key(&d.destination) {
+            return; // the old mapping is gone: nothing reaches the client there
+        }
         if self.cut.contains(&d.source) || self.cut.contains(&d.destination) {
             return;
         }
