@@ -459,6 +459,7 @@ fn finish_removal(app: &Arc<App>, p: Participant, reason: LeftReason, action: No
             None,
             ServerEvent::Left {
                 channel_id: p.channel_id(),
+                session_id: Some(p.session),
                 reason,
             },
         ),

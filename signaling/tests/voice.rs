@@ -223,6 +223,7 @@ async fn banning_a_user_in_voice_removes_them_from_the_sfu_within_one_second() {
         left.body,
         ServerEvent::Left {
             channel_id: c.lounge,
+            session_id: Some(session_id),
             reason: LeftReason::Banned
         }
     );
@@ -483,6 +484,7 @@ async fn joining_another_channel_moves_and_no_node_or_a_lost_node_is_a_clear_err
             ServerEvent::Left {
                 channel_id,
                 reason: LeftReason::Moved,
+                ..
             } if channel_id == c.lounge => saw_moved = true,
             ServerEvent::Joined { channel_id, .. } if channel_id == stage => saw_joined = true,
             _ => {}

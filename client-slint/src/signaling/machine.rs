@@ -164,6 +164,8 @@ pub struct SignalingMachine {
     voice: Option<Uuid>,
     /// Whether a join for `voice` is in flight or done on this connection.
     voice_joined: bool,
+    /// The voice session signaling gave our current join (from `joined`).
+    voice_session: Option<SessionId>,
     muted: bool,
     deafened: bool,
     last_rx: Instant,
@@ -184,6 +186,7 @@ impl SignalingMachine {
             events: VecDeque::new(),
             voice: None,
             voice_joined: false,
+            voice_session: None,
             muted: false,
             deafened: false,
             last_rx: now,
@@ -227,6 +230,7 @@ impl SignalingMachine {
         self.token = None;
         self.voice = None;
         self.voice_joined = false;
+        self.voice_session = None;
         self.pending.clear();
     }
 
@@ -297,6 +301,8 @@ impl SignalingMachine {
     /// connected (otherwise a `RejoinVoice` asks for a fresh offer once connected).
     pub fn join(&mut self, channel_id: Uuid, sdp: String) {
         self.voice = Some(channel_id);
+        // Whatever session we had is being replaced; a `left` naming it is not about us.
+        self.voice_session = None;
         if self.phase == ConnectionPhase::Ready {
             let id = self.request(ClientRequest::Join { channel_id, sdp });
             self.pending.insert(id, Pending::Join(channel_id));
@@ -307,6 +313,7 @@ impl SignalingMachine {
     /// Leave voice.
     pub fn leave(&mut self) {
         let was = self.voice.take();
+        self.voice_session = None;
         if was.is_some() && self.phase == ConnectionPhase::Ready {
             let id = self.request(ClientRequest::Leave);
             self.pending.insert(id, Pending::Other);
@@ -398,6 +405,7 @@ impl SignalingMachine {
                     return;
                 }
                 self.voice_joined = true;
+                self.voice_session = Some(session_id);
                 self.events.push_back(SignalingEvent::Joined {
                     channel_id,
                     session_id,
@@ -413,22 +421,32 @@ impl SignalingMachine {
                     self.pending.insert(id, Pending::Other);
                 }
             }
-            ServerEvent::Left { channel_id, reason } => {
+            ServerEvent::Left {
+                channel_id,
+                session_id,
+                reason,
+            } => {
                 if self.voice != Some(channel_id) {
                     return;
                 }
-                // Signaling tells every connection of mine when a newer join replaces one of
-                // my sessions (another device, or this client's session that has not timed
-                // out yet). `Left` names no session, but it comes before the `joined` reply:
-                // while my own join to this channel is in flight, the newer join is mine.
-                if reason == LeftReason::Moved
+                // Signaling tells every connection of mine when one of my sessions ends
+                // (this device's, another device's, or an older one of mine a newer join
+                // replaced). It names the session: only my current one concerns me.
+                if let Some(ended) = session_id {
+                    if self.voice_session != Some(ended) {
+                        return;
+                    }
+                } else if reason == LeftReason::Moved
                     && self
                         .pending
                         .values()
                         .any(|p| *p == Pending::Join(channel_id))
                 {
+                    // An older server names no session; `left` comes before the `joined`
+                    // reply, so while my own join is in flight the newer join is mine.
                     return;
                 }
+                self.voice_session = None;
                 match reason {
                     // Media trouble on the SFU side: we still want to be there, so rejoin.
                     LeftReason::NodeLost | LeftReason::ConnectionLost => {
@@ -665,6 +683,7 @@ mod tests {
                 None,
                 ServerEvent::Left {
                     channel_id: chan,
+                    session_id: None,
                     reason: LeftReason::NodeLost,
                 },
             ),
@@ -679,6 +698,7 @@ mod tests {
                 None,
                 ServerEvent::Left {
                     channel_id: chan,
+                    session_id: None,
                     reason: LeftReason::Banned,
                 },
             ),
@@ -795,6 +815,7 @@ mod tests {
         let join = sent(&mut m).pop().unwrap();
         let moved = ServerEvent::Left {
             channel_id: chan,
+            session_id: None,
             reason: LeftReason::Moved,
         };
         // Replaced by this very join: ignored.
@@ -822,5 +843,60 @@ mod tests {
                 reason: LeftReason::Moved
             }]
         );
+    }
+
+    #[test]
+    fn a_left_naming_another_session_of_mine_is_ignored() {
+        let t0 = Instant::now();
+        let user = UserId::new_random();
+        let chan = Uuid::new_v4();
+        let mut m = SignalingMachine::new(t0, 1);
+        m.start(t0, "tok".into());
+        connect_ready(&mut m, t0, user);
+        events(&mut m);
+        m.join(chan, "offer".into());
+        let join = sent(&mut m).pop().unwrap();
+        let (mine, older, other_device) = (
+            SessionId::new_random(),
+            SessionId::new_random(),
+            SessionId::new_random(),
+        );
+        let left = |session: SessionId, reason| ServerEvent::Left {
+            channel_id: chan,
+            session_id: Some(session),
+            reason,
+        };
+        // My older session, replaced by this join, ends while the join is in flight.
+        m.handle_text(t0, &reply(None, left(older, LeftReason::Moved)));
+        assert!(events(&mut m).is_empty());
+        m.handle_text(
+            t0,
+            &reply(
+                join.id,
+                ServerEvent::Joined {
+                    channel_id: chan,
+                    session_id: mine,
+                    can_speak: true,
+                    sdp: "answer".into(),
+                },
+            ),
+        );
+        events(&mut m);
+        // My other device's session ends, for whatever reason: not about this one.
+        for reason in [LeftReason::Left, LeftReason::Moved, LeftReason::NodeLost] {
+            m.handle_text(t0, &reply(None, left(other_device, reason)));
+            assert!(events(&mut m).is_empty(), "{reason:?}");
+        }
+        assert_eq!(m.wanted_voice(), Some(chan));
+        // My own session is replaced by a join on the other device: this one leaves.
+        m.handle_text(t0, &reply(None, left(mine, LeftReason::Moved)));
+        assert_eq!(
+            events(&mut m),
+            [SignalingEvent::Left {
+                channel_id: chan,
+                reason: LeftReason::Moved
+            }]
+        );
+        assert_eq!(m.wanted_voice(), None);
     }
 }

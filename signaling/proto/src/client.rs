@@ -96,9 +96,14 @@ pub enum ServerEvent {
         can_speak: bool,
         sdp: String,
     },
-    /// The user is no longer in the voice channel, and why.
+    /// The user is no longer in the voice channel, and why. Sent to every connection of the
+    /// user; `session_id` names the voice session that ended, so a device whose own session
+    /// is another one (a second device, or a newer join) knows it is not about it. Absent
+    /// from servers older than this field.
     Left {
         channel_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<SessionId>,
         reason: LeftReason,
     },
     /// Who is in a voice channel of one of the user's communities (full state).
@@ -408,7 +413,16 @@ mod tests {
                 None,
                 ServerEvent::Left {
                     channel_id: Uuid::nil(),
+                    session_id: Some(SessionId::new_random()),
                     reason: LeftReason::Banned,
+                },
+            ),
+            ServerMessage::new(
+                None,
+                ServerEvent::Left {
+                    channel_id: Uuid::nil(),
+                    session_id: None,
+                    reason: LeftReason::Moved,
                 },
             ),
             ServerMessage::new(
