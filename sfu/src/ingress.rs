@@ -23,7 +23,6 @@ pub struct Inbound {
     pub seq: u64,
     pub timestamp: u32,
     pub marker: bool,
-    pub ssrc: u32,
     /// RFC 6464: level in −dBov (0..=127) and the voice flag, when the extension was there.
     pub audio_level: Option<(u8, bool)>,
     pub payload: Vec<u8>,
@@ -284,7 +283,6 @@ impl RtpOpener {
             seq: index,
             timestamp: h.timestamp,
             marker: h.marker,
-            ssrc: h.ssrc,
             audio_level: h.audio_level,
             payload,
         })

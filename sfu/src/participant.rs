@@ -445,7 +445,6 @@ impl Participant {
                     seq: *p.seq_no,
                     timestamp: p.header.timestamp,
                     marker: p.header.marker,
-                    ssrc: *p.header.ssrc,
                     audio_level: ext
                         .audio_level
                         .zip(ext.voice_activity)
