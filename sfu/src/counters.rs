@@ -95,6 +95,9 @@ pub struct Counters {
     pub rtp_in_lean: u64,
     /// Of `rtp_forwarded`, those sealed on the lean egress path (not through str0m).
     pub rtp_forwarded_lean: u64,
+    /// RTCP compound packets from connected peers: counted, not read (see
+    /// `SfuEngine::handle_udp`).
+    pub rtcp_in: u64,
     /// Speech or silence from participants not in any slot (normal, not an error).
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,

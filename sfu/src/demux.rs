@@ -37,6 +37,12 @@ pub fn classify(bytes: &[u8]) -> DatagramKind<'_> {
     }
 }
 
+/// RTCP rather than RTP (RFC 5761 section 4: packet types 192-223 in the second byte, where
+/// RTP has its marker bit and payload type). For a datagram already classified as media.
+pub fn is_rtcp(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[0] >> 6 == 2 && (192..=223).contains(&bytes[1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +56,19 @@ mod tests {
         assert_eq!(classify(&[0x16; 5]), DatagramKind::Garbage);
         assert_eq!(classify(&[0x80; 12]), DatagramKind::Media);
         assert_eq!(classify(&[0x16; 13]), DatagramKind::Media);
+    }
+
+    #[test]
+    fn rtcp_is_told_from_rtp_by_its_packet_type() {
+        // Receiver report (201), sender report (200), and the Opus payload type 111 with
+        // and without the marker bit.
+        assert!(is_rtcp(&[0x81, 201, 0, 1, 0, 0, 0, 1]));
+        assert!(is_rtcp(&[0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0]));
+        assert!(!is_rtcp(&[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert!(!is_rtcp(&[0x80, 111 | 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
+        // DTLS and truncated headers are not RTCP.
+        assert!(!is_rtcp(&[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!is_rtcp(&[0x80, 200, 0]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Impairment, Talk, World, FRAME};
 use haven_proto::datachannel::SfuToClientBody;
+use haven_sfu::DropReason;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -75,6 +76,32 @@ fn three_peers_all_hear_each_other_under_loss_and_jitter() {
         c.rtp_in_lean,
         c.rtp_in
     );
+}
+
+/// Peers' RTCP is counted and left unread, and the SFU writes none: its str0m never sees
+/// the forwarded packets, so its reports would be wrong. Audio flows throughout.
+#[test]
+fn rtcp_from_peers_is_counted_not_read_and_the_sfu_writes_none() {
+    let mut w = World::new(21, Impairment::clean());
+    let peers: Vec<usize> = (0..3).map(|_| w.join(true, 3)).collect();
+    w.connect_all(secs(10));
+    for &p in &peers {
+        w.talk(p, Talk::Speech(30));
+    }
+    w.run_for(secs(12));
+    let c = w.sfu.counters();
+    // str0m peers report every 5 s: two rounds from each of the three in 12 s.
+    assert!(c.rtcp_in >= 6, "{} RTCP packets counted", c.rtcp_in);
+    assert_eq!(c.dropped(DropReason::RejectedByRtc), 0);
+    assert_eq!(w.sfu_rtcp_out, 0, "the SFU wrote RTCP");
+    let since = w.now;
+    w.run_for(secs(1));
+    for &listener in &peers {
+        let mut heard = w.heard_by(listener, since);
+        heard.sort_unstable();
+        let others: Vec<usize> = peers.iter().copied().filter(|p| *p != listener).collect();
+        assert_eq!(heard, others, "what peer {listener} heard after 12 s");
+    }
 }
 
 /// 12 peers, 3 slots: quiet talkers grab the slots first, louder ones arrive; every listener

@@ -89,6 +89,12 @@ const WORKER_FAMILIES: &[(&str, &str, &str, Field)] = &[
         |g| &g.rtp_forwarded_lean,
     ),
     (
+        "haven_sfu_rtcp_packets_received_total",
+        "counter",
+        "RTCP packets from connected peers, counted and not read (audio forwarding uses none).",
+        |g| &g.rtcp_in,
+    ),
+    (
         "haven_sfu_rtp_packets_not_selected_total",
         "counter",
         "RTP packets from speakers not in any slot (normal).",

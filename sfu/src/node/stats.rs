@@ -66,6 +66,7 @@ pub struct CounterTotals {
     pub rtp_forwarded: u64,
     pub rtp_forwarded_lean: u64,
     pub rtp_in_lean: u64,
+    pub rtcp_in: u64,
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,
     pub joins_accepted: u64,
@@ -82,6 +83,7 @@ impl CounterTotals {
         self.rtp_forwarded += c.rtp_forwarded;
         self.rtp_forwarded_lean += c.rtp_forwarded_lean;
         self.rtp_in_lean += c.rtp_in_lean;
+        self.rtcp_in += c.rtcp_in;
         self.rtp_not_selected += c.rtp_not_selected;
         self.datagrams_out += c.datagrams_out;
         self.joins_accepted += c.joins_accepted;
@@ -137,6 +139,7 @@ atomics!(WorkerGauges {
     rtp_forwarded,
     rtp_forwarded_lean,
     rtp_in_lean,
+    rtcp_in,
     rtp_not_selected,
     engine_datagrams_out,
     joins_accepted,
@@ -191,6 +194,7 @@ impl WorkerStats {
         set(&g.rtp_forwarded, s.engine.rtp_forwarded);
         set(&g.rtp_forwarded_lean, s.engine.rtp_forwarded_lean);
         set(&g.rtp_in_lean, s.engine.rtp_in_lean);
+        set(&g.rtcp_in, s.engine.rtcp_in);
         set(&g.rtp_not_selected, s.engine.rtp_not_selected);
         set(&g.engine_datagrams_out, s.engine.datagrams_out);
         set(&g.joins_accepted, s.engine.joins_accepted);

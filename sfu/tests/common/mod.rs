@@ -152,6 +152,8 @@ pub struct World {
     nat_in: HashMap<SocketAddr, SocketAddr>,
     /// Time spent inside the SFU engine's calls (for the forwarding bench).
     pub sfu_busy: Duration,
+    /// RTCP datagrams the SFU sent (RFC 5761 demux on the clear header).
+    pub sfu_rtcp_out: usize,
 }
 
 impl World {
@@ -194,6 +196,7 @@ impl World {
             nat_out: HashMap::new(),
             nat_in: HashMap::new(),
             sfu_busy: Duration::ZERO,
+            sfu_rtcp_out: 0,
         }
     }
 
@@ -484,6 +487,10 @@ impl World {
         }
         self.sfu_busy += started.elapsed();
         for t in out {
+            let c = &t.contents;
+            if c.len() >= 8 && c[0] >> 6 == 2 && (192..=223).contains(&c[1]) {
+                self.sfu_rtcp_out += 1;
+            }
             self.net.send(
                 self.now,
                 Datagram {
