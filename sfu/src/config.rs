@@ -28,8 +28,12 @@ pub struct SfuConfig {
     pub connect_timeout: Duration,
     /// A participant that lost ICE and did not regain it within this is dropped.
     pub disconnect_grace: Duration,
-    /// How often speaking holds, join timeouts and the replay cache are checked.
+    /// Shortest time between housekeeping runs: a speaking hold that ran out is noticed
+    /// within it. Housekeeping runs when the earliest hold runs out, not on a fixed beat.
     pub housekeeping_interval: Duration,
+    /// Longest time between housekeeping runs, when nobody is speaking: join and
+    /// disconnect timeouts are checked at least this often.
+    pub idle_housekeeping_interval: Duration,
     /// Grant ids remembered for replay protection (each for ≤ 65 s).
     pub replay_cache_capacity: usize,
 }
@@ -48,6 +52,7 @@ impl SfuConfig {
             connect_timeout: Duration::from_secs(20),
             disconnect_grace: Duration::from_secs(15),
             housekeeping_interval: Duration::from_millis(100),
+            idle_housekeeping_interval: Duration::from_secs(1),
             replay_cache_capacity: 100_000,
         }
     }

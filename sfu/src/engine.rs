@@ -348,8 +348,17 @@ impl SfuEngine {
             self.drive(now, pid, Some(Input::Timeout(now)));
         }
         if self.next_housekeeping.is_some_and(|t| t <= now) {
-            self.housekeeping(now);
-            self.next_housekeeping = Some(now + self.cfg.housekeeping_interval);
+            let speaking_ends = self.housekeeping(now);
+            // When the earliest speaking hold runs out, within [shortest, longest]: a quiet
+            // worker wakes once a second instead of ten times.
+            let earliest = now + self.cfg.housekeeping_interval;
+            let latest = now
+                + self
+                    .cfg
+                    .idle_housekeeping_interval
+                    .max(self.cfg.housekeeping_interval);
+            self.next_housekeeping =
+                Some(speaking_ends.map_or(latest, |t| t.clamp(earliest, latest)));
         }
         self.pump(now);
     }
@@ -734,6 +743,19 @@ impl SfuEngine {
         let dbov = pkt.audio_level.map(|(level, _)| level);
         let voice = pkt.audio_level.map(|(_, voice)| voice);
         let obs = room.selector.observe(now, from, dbov, voice);
+        if obs.speaking == Some(true) {
+            // Housekeeping may be a second away; this hold has to be noticed when it ends.
+            let due = now
+                + self
+                    .cfg
+                    .selection
+                    .level
+                    .speaking_hold
+                    .max(self.cfg.housekeeping_interval);
+            if self.next_housekeeping.is_none_or(|t| t > due) {
+                self.next_housekeeping = Some(due);
+            }
+        }
         if let Some(on) = obs.speaking {
             self.announce_speaking(now, room_id, from, on);
         }
@@ -933,11 +955,20 @@ impl SfuEngine {
         accepted
     }
 
-    fn housekeeping(&mut self, now: Instant) {
+    /// Speaking holds, join and disconnect timeouts, the timer heap. Returns when the
+    /// earliest speaking hold still running will run out.
+    fn housekeeping(&mut self, now: Instant) -> Option<Instant> {
         let room_ids: Vec<RoomId> = self.rooms.keys().copied().collect();
+        let mut speaking_ends: Option<Instant> = None;
         for room_id in room_ids {
             let changes = match self.rooms.get_mut(&room_id) {
-                Some(room) => room.selector.tick(now),
+                Some(room) => {
+                    let changes = room.selector.tick(now);
+                    if let Some(t) = room.selector.next_tick() {
+                        speaking_ends = Some(speaking_ends.map_or(t, |e| e.min(t)));
+                    }
+                    changes
+                }
                 None => continue,
             };
             for (pid, on) in changes {
@@ -963,6 +994,7 @@ impl SfuEngine {
                     .filter_map(|p| p.scheduled.map(|at| (at, p.id))),
             );
         }
+        speaking_ends
     }
 
     fn remove_participant(&mut self, now: Instant, pid: ParticipantId, reason: LeaveReason) {

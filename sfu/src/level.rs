@@ -128,6 +128,14 @@ impl LevelMeter {
     pub fn speaking(&self) -> bool {
         self.speaking
     }
+
+    /// When [`Self::tick`] would turn speaking off if no more speech arrives; `None` when
+    /// not speaking.
+    pub fn speaking_until(&self, cfg: &LevelConfig) -> Option<Instant> {
+        self.last_speech_at
+            .filter(|_| self.speaking)
+            .map(|t| t + cfg.speaking_hold)
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +168,9 @@ mod tests {
         assert_eq!(m.observe(&cfg, t0 + ms(200), Some(90), None), None);
         assert!(m.speaking());
         // Past the 400 ms hold: off.
+        assert_eq!(m.speaking_until(&cfg), Some(t0 + ms(400)));
         assert_eq!(m.tick(&cfg, t0 + ms(401)), Some(false));
+        assert_eq!(m.speaking_until(&cfg), None);
         assert_eq!(m.tick(&cfg, t0 + ms(900)), None);
     }
 

@@ -179,6 +179,15 @@ impl<K: Copy + Eq + Hash> SpeakerSelector<K> {
             .collect()
     }
 
+    /// The earliest instant at which [`Self::tick`] would turn someone's speaking off;
+    /// `None` when nobody is speaking (nothing for a tick to do).
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.members
+            .values()
+            .filter_map(|m| m.meter.speaking_until(&self.cfg.level))
+            .min()
+    }
+
     /// Forget `k` (left, or muted): frees its slot, promoting a still-speaking runner-up.
     /// Returns (selection changed, was speaking).
     pub fn remove(&mut self, now: Instant, k: K) -> (bool, bool) {
@@ -484,13 +493,23 @@ mod tests {
     #[test]
     fn speaking_turns_off_on_tick_after_hold() {
         let mut s = Sim::new(2);
+        assert_eq!(s.sel.next_tick(), None);
         s.frame(&[(1, 20)]);
+        let first = s.now;
+        s.frame(&[(2, 20)]);
         assert!(s.sel.is_speaking(1));
+        // The earliest hold to run out is the one who spoke first.
+        let hold = SelectionConfig::default().level.speaking_hold;
+        assert_eq!(s.sel.next_tick(), Some(first + hold));
+        s.frame(&[(1, 20)]);
+        assert_eq!(s.sel.next_tick(), Some(first + FRAME + hold));
+        s.sel.remove(s.now, 2);
         assert!(s.sel.tick(s.now + Duration::from_millis(100)).is_empty());
         assert_eq!(
             s.sel.tick(s.now + Duration::from_millis(500)),
             vec![(1, false)]
         );
         assert_eq!(s.sel.speaking_count(), 0);
+        assert_eq!(s.sel.next_tick(), None);
     }
 }

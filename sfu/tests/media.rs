@@ -104,6 +104,45 @@ fn rtcp_from_peers_is_counted_not_read_and_the_sfu_writes_none() {
     }
 }
 
+/// Housekeeping runs when a speaking hold runs out, not on a fixed beat: a silent room
+/// costs about one engine wake-up a second, and speaking still ends within 100 ms of its
+/// 400 ms hold.
+#[test]
+fn a_silent_room_rarely_wakes_the_engine_and_speaking_ends_on_time() {
+    let mut w = World::new(22, Impairment::clean());
+    let peers: Vec<usize> = (0..3).map(|_| w.join(true, 3)).collect();
+    w.connect_all(secs(10));
+    for &p in &peers {
+        w.talk(p, Talk::Dtx);
+    }
+    w.run_for(secs(2));
+    let before = w.sfu_timeouts;
+    w.run_for(secs(10));
+    let idle = w.sfu_timeouts - before;
+    assert!(idle <= 40, "{idle} engine timeouts in 10 s of silence");
+
+    let speaker = peers[0];
+    let speaker_user = w.clients[speaker].user;
+    w.talk(speaker, Talk::Speech(30));
+    w.run_for(secs(1));
+    w.talk(speaker, Talk::Quiet);
+    let last_speech = w.clients[speaker].sent.last().map(|(t, _)| *t).unwrap();
+    w.run_for(secs(1));
+    let off = w
+        .events
+        .iter()
+        .find_map(|(at, e)| match e {
+            haven_sfu::SfuEvent::Speaking(s) if s.user == speaker_user && !s.speaking => Some(*at),
+            _ => None,
+        })
+        .expect("speaking turned off");
+    let after = off.saturating_duration_since(last_speech);
+    assert!(
+        after >= Duration::from_millis(400) && after <= Duration::from_millis(520),
+        "speaking ended {after:?} after the last speech packet"
+    );
+}
+
 /// 12 peers, 3 slots: quiet talkers grab the slots first, louder ones arrive; every listener
 /// ends up with exactly the three loudest.
 #[test]

@@ -154,6 +154,8 @@ pub struct World {
     pub sfu_busy: Duration,
     /// RTCP datagrams the SFU sent (RFC 5761 demux on the clear header).
     pub sfu_rtcp_out: usize,
+    /// `handle_timeout` calls made on the SFU (each is a worker wake-up on a real node).
+    pub sfu_timeouts: usize,
 }
 
 impl World {
@@ -197,6 +199,7 @@ impl World {
             nat_in: HashMap::new(),
             sfu_busy: Duration::ZERO,
             sfu_rtcp_out: 0,
+            sfu_timeouts: 0,
         }
     }
 
@@ -426,6 +429,7 @@ impl World {
         }
         if self.sfu.next_timeout().is_some_and(|t| t <= now) {
             let t = Instant::now();
+            self.sfu_timeouts += 1;
             self.sfu.handle_timeout(now);
             self.sfu_busy += t.elapsed();
             self.flush();
