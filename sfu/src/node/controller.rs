@@ -385,7 +385,11 @@ impl Controller {
                 self.placement.left(worker, left.session);
                 self.send(ControlMessage::new(0, ControlBody::ParticipantLeft(left)));
             }
-            WorkerReport::Notify { body, .. } => self.send(ControlMessage::new(0, body)),
+            WorkerReport::Notify { bodies, .. } => {
+                for body in bodies {
+                    self.send(ControlMessage::new(0, body));
+                }
+            }
             WorkerReport::Stopped { worker } => {
                 error!(worker, "media worker stopped unexpectedly");
             }
