@@ -539,6 +539,12 @@ impl SfuEngine {
         Some(t)
     }
 
+    /// Hand back the contents of a sent [`Transmit`] for reuse (optional: a shell that
+    /// keeps or drops them only costs allocations).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.out.recycle(buf);
+    }
+
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
         self.events.pop_front()
     }

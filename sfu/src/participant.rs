@@ -51,6 +51,34 @@ pub(crate) struct Outbox {
     pub signals: VecDeque<(ParticipantId, Signal)>,
     /// (participant, remote address) pairs str0m started sending to.
     pub learned: Vec<(ParticipantId, SocketAddr)>,
+    /// Datagram buffers the IO shell handed back after sending ([`crate::SfuEngine::recycle`]):
+    /// a forwarded packet reuses the last one sent, still in cache, instead of a fresh
+    /// allocation that is freed again a moment later.
+    pub buffers: Vec<Vec<u8>>,
+}
+
+/// Capacity of a pooled datagram buffer: any forwarded packet fits.
+pub(crate) const POOLED_BUFFER: usize = 1500;
+/// Buffers kept for reuse per engine (a few receive batches' worth of fan-out).
+pub(crate) const MAX_POOLED_BUFFERS: usize = 512;
+
+impl Outbox {
+    /// An empty buffer for one datagram of up to `len` bytes.
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        match self.buffers.pop() {
+            Some(b) if b.capacity() >= len => b,
+            _ => Vec::with_capacity(len.max(POOLED_BUFFER)),
+        }
+    }
+
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.buffers.len() < MAX_POOLED_BUFFERS
+            && (POOLED_BUFFER..=2 * POOLED_BUFFER).contains(&buf.capacity())
+        {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
 }
 
 /// One recvonly m-line of the subscriber, carrying whoever is in that slot.
@@ -104,7 +132,10 @@ pub(crate) struct Participant {
     pub self_muted: bool,
     /// Deafened: nothing is forwarded to it.
     pub deafened: bool,
-    pub rtc: Rtc,
+    /// Boxed: an `Rtc` is ~10 KB, and inline it spread the few fields forwarding reads
+    /// over a 10 KB stride (a page each) in the engine's table; the media path touches the
+    /// `Rtc` only for STUN, DTLS, SCTP and timers.
+    pub rtc: Box<Rtc>,
     pub ufrag: String,
     /// Remote addresses routed to this participant (bounded).
     pub addrs: Vec<SocketAddr>,
@@ -187,7 +218,7 @@ impl Participant {
             server_muted: false,
             self_muted: false,
             deafened: false,
-            rtc: init.rtc,
+            rtc: Box::new(init.rtc),
             ufrag: init.ufrag,
             addrs: Vec::new(),
             last_destination: None,
@@ -278,7 +309,7 @@ impl Participant {
                 mid: rs.mid.as_bytes(),
             };
             let header_len = write_rtp(&mut self.rtp_buf, &self.ext_ids, &fields, &pkt.payload);
-            let mut contents = Vec::with_capacity(self.rtp_buf.len() + 16);
+            let mut contents = out.buffer(self.rtp_buf.len() + 16);
             if sealer
                 .seal(&self.rtp_buf, header_len, *ssrc, index, &mut contents)
                 .is_err()
@@ -483,4 +514,34 @@ fn fastrand_u16() -> u16 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(0x5eed);
     h.finish() as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_reuses_sent_buffers_up_to_a_bound() {
+        let mut out = Outbox::default();
+        let mut b = out.buffer(120);
+        assert!(b.capacity() >= POOLED_BUFFER);
+        b.extend_from_slice(&[7; 120]);
+        let ptr = b.as_ptr();
+        out.recycle(b);
+        // The buffer just sent comes back, emptied.
+        let again = out.buffer(100);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_empty());
+        // Buffers of another size (str0m's own transmits) are not pooled.
+        out.recycle(Vec::with_capacity(64));
+        out.recycle(Vec::with_capacity(64 * 1024));
+        assert!(out.buffers.is_empty());
+        // A request larger than a pooled buffer gets its own.
+        out.recycle(again);
+        assert!(out.buffer(4000).capacity() >= 4000);
+        for _ in 0..2 * MAX_POOLED_BUFFERS {
+            out.recycle(Vec::with_capacity(POOLED_BUFFER));
+        }
+        assert_eq!(out.buffers.len(), MAX_POOLED_BUFFERS);
+    }
 }

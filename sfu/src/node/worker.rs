@@ -429,7 +429,11 @@ impl Worker {
             self.io.bytes_out += o.bytes;
             self.io.send_errors += o.errors;
             self.io.send_dropped += o.dropped;
-            if self.tx_batch.len() < MAX_BATCH {
+            let full = self.tx_batch.len() == MAX_BATCH;
+            for t in self.tx_batch.drain(..) {
+                self.engine.recycle(t.contents);
+            }
+            if !full {
                 break;
             }
         }
