@@ -128,6 +128,8 @@ pub struct SimClient {
     pub expects_media: bool,
     pub user: UserId,
     pub socket: Option<mio::net::UdpSocket>,
+    /// Second socket for the relay baseline (see `relay.rs`).
+    pub shadow: Option<mio::net::UdpSocket>,
     pub local: Option<SocketAddr>,
     pub peers: Vec<Peer>,
     pub by_remote: HashMap<SocketAddr, usize>,
@@ -160,6 +162,7 @@ impl SimClient {
             expects_media,
             user,
             socket: None,
+            shadow: None,
             local: None,
             peers: Vec::new(),
             by_remote: HashMap::new(),

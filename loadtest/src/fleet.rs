@@ -41,6 +41,8 @@ use crate::target::{JoinRequest, JoinResult, ReplyTo, SfuTarget};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const PROBE: Token = Token(usize::MAX - 2);
+/// Tokens of the clients' shadow sockets (relay baseline): `SHADOW + client index`.
+const SHADOW: usize = usize::MAX / 2;
 const FRAME: Duration = Duration::from_millis(FRAME_MS);
 const RTP_CLOCK: u32 = 48_000;
 
@@ -63,6 +65,8 @@ impl Timeline {
 #[derive(Default)]
 pub struct LiveCounters {
     pub tx_packets: AtomicU64,
+    /// Datagrams the `--relay-baseline` relay forwarded to the clients' shadow sockets.
+    pub relay_rx: AtomicU64,
     pub rx_packets: AtomicU64,
     pub joined: AtomicU64,
     pub errors: AtomicU64,
@@ -80,6 +84,8 @@ pub struct WorkerConfig {
     pub table: Arc<FrameTable>,
     pub target: Option<Arc<dyn SfuTarget>>,
     pub echo: Option<SocketAddr>,
+    /// `--relay-baseline`: copy every RTP datagram sent to the SFU to this relay.
+    pub relay: Option<SocketAddr>,
     pub late_after: Duration,
     pub join_timeout: Duration,
     pub live: Arc<LiveCounters>,
@@ -284,6 +290,7 @@ impl Worker {
                 match ev.token() {
                     WAKER => {}
                     PROBE => self.read_probe(),
+                    Token(t) if t >= SHADOW => self.read_shadow(t - SHADOW),
                     Token(i) => self.read_client(i),
                 }
             }
@@ -408,7 +415,35 @@ impl Worker {
         let c = &mut self.clients[i];
         c.socket = Some(s);
         c.local = Some(local);
+        if let Some(relay) = self.cfg.relay {
+            let room = c.room;
+            let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let mut s = mio::net::UdpSocket::from_std(s);
+            self.poll
+                .registry()
+                .register(&mut s, Token(SHADOW + i), Interest::READABLE)
+                .ok()?;
+            s.send_to(&crate::relay::join_datagram(room), relay).ok()?;
+            self.clients[i].shadow = Some(s);
+        }
         Some(local)
+    }
+
+    /// Read and count what the relay forwarded to client `i`'s shadow socket.
+    fn read_shadow(&mut self, i: usize) {
+        let Some(s) = self.clients.get(i).and_then(|c| c.shadow.as_ref()) else {
+            return;
+        };
+        loop {
+            match s.recv_from(&mut self.buf) {
+                Ok(_) => {
+                    self.cfg.live.relay_rx.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
     }
 
     fn start_join(&mut self, now: Instant, i: usize) {
@@ -620,6 +655,12 @@ impl Worker {
                 c.traffic.tx_packets += 1;
                 c.traffic.tx_bytes += n as u64;
                 self.cfg.live.tx_packets.fetch_add(1, Ordering::Relaxed);
+                // The relay baseline gets the same RTP at the same moment.
+                if let (Some(relay), Some(shadow)) = (self.cfg.relay, c.shadow.as_ref()) {
+                    if crate::relay::is_rtp(&o.bytes) {
+                        let _ = shadow.send_to(&o.bytes, relay);
+                    }
+                }
             }
             Err(_) => self.error("send"),
         }

@@ -191,6 +191,9 @@ pub struct Sample {
     /// CPU of the harness's client threads, summed, clock ticks.
     pub clients_ticks: u64,
     pub participants: u64,
+    /// `--relay-baseline`: the relay process's CPU, and datagrams its receivers counted.
+    pub relay: Option<CpuReading>,
+    pub relay_rx: u64,
 }
 
 /// The readings that bound a window: the first at/after `start`, the last at/before `end`.
@@ -290,6 +293,8 @@ mod tests {
             clients_rx: fwd,
             clients_ticks: 0,
             participants: 0,
+            relay: None,
+            relay_rx: 0,
         };
         let s: Vec<Sample> = (0..10).map(|i| mk(i * 250, i * 100)).collect();
         let (a, b) = window_bounds(

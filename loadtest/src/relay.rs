@@ -1,34 +1,42 @@
 //! The plain-relay baseline of performance.md's CPU bar: SFU CPU per forwarded packet ÷ a
 //! plain UDP relay's at the same packet rate, measured in the same harness run.
 //!
-//! The relay is a child process (`haven-loadtest serve-relay`) that forwards each datagram
-//! to the other members of its room (first byte = room; a 1-byte datagram joins), reading
-//! and writing with the SFU node's own batched socket code (`haven_sfu::node::udp`:
-//! recvmmsg/sendmmsg), no WebRTC. The same rooms as the run, each speaker sending 120-byte
-//! packets (about an SRTP Opus frame with extensions) at the rate that makes the relay's
-//! forwarded packets/s equal the SFU's measured in the window. CPU: utime + stime of the
-//! child from /proc over the window ÷ packets it forwarded (counted by the receivers).
-//! Adapted from `sfu/examples/loopback_bench.rs`.
+//! The relay is a child process (`haven-loadtest serve-relay`) that runs beside the target
+//! for the whole run and sees the same traffic: every simulated client opens a second UDP
+//! socket (its shadow), joins its room at the relay, and sends the relay a byte-for-byte copy
+//! of every RTP datagram it sends the SFU (after the uplink impairment). The relay forwards
+//! each to the other members of the room with the SFU node's own batched socket code
+//! (`haven_sfu::node::udp`: recvmmsg/sendmmsg), no WebRTC; the clients' threads read and
+//! discard what arrives on their shadows.
+//!
+//! So the relay forwards the same packets, at the same moments, into receivers driven by the
+//! same threads as the SFU's, on the same machine, over the same steady window. That matters
+//! here: on loopback the sender pays for delivery into the receiver's socket and for waking
+//! its thread, which depends on how busy the receiver is; and a shared box's noise now moves
+//! both sides of the ratio at once. (Until session 3 the relay ran after the run, fed by a
+//! synthetic driver into an idle receiver; `docs/benchmarks.md` has both figures.)
+//!
+//! CPU: the child's utime + stime (and schedstat) from /proc at the window's edges ÷ the
+//! datagrams its receivers counted in between.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haven_sfu::node::udp::{self, MediaSocket, RecvBatch, MAX_BATCH};
 use haven_sfu::Transmit;
 use serde::Serialize;
 
-use crate::procstat::{CpuDelta, ProcTarget};
-use crate::scenario::Plan;
+use crate::procstat::{CpuDelta, CpuReading, ProcTarget};
 use crate::LoadError;
 
-const RELAY_PACKET: usize = 120;
+/// First byte of a join datagram: `[JOIN, room >> 8, room & 0xff]`. RTP never starts so.
+const JOIN: u8 = 0xff;
 
 /// The relay's figures, next to the SFU's.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -37,6 +45,61 @@ pub struct RelayFigures {
     pub cpu_us_per_forwarded_packet: Option<f64>,
     pub cpu_us_per_forwarded_packet_schedstat: Option<f64>,
     pub window_s: f64,
+}
+
+impl RelayFigures {
+    /// Figures over a window from the relay's CPU readings and its receivers' count.
+    pub fn over(a: &CpuReading, b: &CpuReading, forwarded: u64) -> Self {
+        let cpu = CpuDelta::between(a, b);
+        let secs = b.at.saturating_duration_since(a.at).as_secs_f64().max(1e-3);
+        Self {
+            forwarded_per_s: forwarded as f64 / secs,
+            cpu_us_per_forwarded_packet: cpu.us_per(forwarded),
+            cpu_us_per_forwarded_packet_schedstat: (forwarded > 0)
+                .then(|| cpu.sched_cpu_s.map(|s| s * 1e6 / forwarded as f64))
+                .flatten(),
+            window_s: secs,
+        }
+    }
+}
+
+/// The datagram a client's shadow socket sends to join `room`.
+pub fn join_datagram(room: usize) -> [u8; 3] {
+    let room = u16::try_from(room).unwrap_or(u16::MAX);
+    [JOIN, (room >> 8) as u8, room as u8]
+}
+
+/// RTP (not RTCP, STUN or DTLS): what a client copies to the relay.
+pub fn is_rtp(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && bytes[0] >> 6 == 2 && !(192..=223).contains(&bytes[1])
+}
+
+/// Who is in which room, and where a datagram goes.
+#[derive(Debug, Default)]
+struct Rooms {
+    room_of: HashMap<SocketAddr, u16>,
+    members: HashMap<u16, Vec<SocketAddr>>,
+}
+
+impl Rooms {
+    /// Handle one datagram: a join is recorded; a member's packet goes to the others.
+    fn route(&mut self, source: SocketAddr, bytes: &[u8], mut forward: impl FnMut(SocketAddr)) {
+        if let [JOIN, hi, lo] = *bytes {
+            let room = u16::from_be_bytes([hi, lo]);
+            if self.room_of.insert(source, room).is_none() {
+                self.members.entry(room).or_default().push(source);
+            }
+            return;
+        }
+        let Some(room) = self.room_of.get(&source) else {
+            return;
+        };
+        for m in self.members.get(room).into_iter().flatten() {
+            if *m != source {
+                forward(*m);
+            }
+        }
+    }
 }
 
 /// `serve-relay`: print the bound address, forward until killed (or stdin closes).
@@ -54,7 +117,7 @@ pub fn serve_relay() -> Result<(), LoadError> {
         });
     }
     let (_waker, wake) = udp::waker()?;
-    let mut rooms: HashMap<u8, Vec<SocketAddr>> = HashMap::new();
+    let mut rooms = Rooms::default();
     let mut batch = RecvBatch::new(MAX_BATCH, 2048);
     let mut out: Vec<Transmit> = Vec::with_capacity(4 * MAX_BATCH);
     let local = socket.local_addr();
@@ -67,21 +130,13 @@ pub fn serve_relay() -> Result<(), LoadError> {
             }
             out.clear();
             for (source, bytes) in batch.iter() {
-                let Some(&room) = bytes.first() else { continue };
-                let members = rooms.entry(room).or_default();
-                if bytes.len() == 1 {
-                    if !members.contains(&source) {
-                        members.push(source);
-                    }
-                    continue;
-                }
-                for m in members.iter().filter(|m| **m != source) {
+                rooms.route(source, bytes, |destination| {
                     out.push(Transmit {
                         source: local,
-                        destination: *m,
+                        destination,
                         contents: bytes.to_vec(),
-                    });
-                }
+                    })
+                });
             }
             socket.send_batch(&out);
         }
@@ -89,155 +144,104 @@ pub fn serve_relay() -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Fan-out of one packet per speaker summed over rooms: Σ speakers × (members − 1).
-fn fanout(plan: &Plan) -> u64 {
-    plan.rooms
-        .iter()
-        .map(|r| {
-            let n = r.members.len() as u64;
-            u64::from(r.speakers).min(n) * n.saturating_sub(1)
-        })
-        .sum()
+/// The relay child process, alive for the run.
+pub struct ShadowRelay {
+    child: Child,
+    addr: SocketAddr,
+    proc: ProcTarget,
 }
 
-/// Run the relay with the plan's rooms at `forwarded_per_s` for `window`.
-pub fn measure(
-    exe: &Path,
-    plan: &Plan,
-    forwarded_per_s: f64,
-    window: Duration,
-) -> Result<RelayFigures, LoadError> {
-    let fan = fanout(plan);
-    if fan == 0 || forwarded_per_s <= 0.0 || plan.rooms.len() > 255 {
-        return Err(LoadError::Target(
-            "relay baseline: nothing to forward (or more than 255 rooms)".into(),
-        ));
+impl ShadowRelay {
+    /// Start `exe serve-relay` and learn its address.
+    pub fn start(exe: &Path) -> Result<Self, LoadError> {
+        let mut child = Command::new(exe)
+            .arg("serve-relay")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let line = {
+            let Some(stdout) = child.stdout.take() else {
+                let _ = child.kill();
+                return Err(LoadError::Target("relay: no stdout".into()));
+            };
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            line
+        };
+        match line.trim().parse() {
+            Ok(addr) => Ok(Self {
+                proc: ProcTarget::process(child.id()),
+                child,
+                addr,
+            }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(LoadError::Target(format!("relay address {line:?}: {e}")))
+            }
+        }
     }
-    let interval = Duration::from_secs_f64((fan as f64 / forwarded_per_s).clamp(0.002, 10.0));
-    let mut child = Command::new(exe)
-        .arg("serve-relay")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let line = {
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| LoadError::Target("relay: no stdout".into()))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        line
-    };
-    let result = (|| -> Result<RelayFigures, LoadError> {
-        let relay: SocketAddr = line
-            .trim()
-            .parse()
-            .map_err(|e| LoadError::Target(format!("relay address {line:?}: {e}")))?;
-        let mut members = Vec::new();
-        for r in &plan.rooms {
-            for k in 0..r.members.len() {
-                let s = UdpSocket::bind("127.0.0.1:0")?;
-                s.set_nonblocking(true)?;
-                s.send_to(&[r.index as u8], relay)?;
-                members.push((r.index as u8, (k as u32) < r.speakers, s));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let received = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let driver = {
-            let (received, stop) = (received.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("relay-driver".into())
-                .spawn(move || drive(members, relay, interval, &received, &stop))?
-        };
-        std::thread::sleep(Duration::from_secs(1));
-        let proc = ProcTarget::process(child.id());
-        let a = proc.sample().ok();
-        let (r0, t0) = (received.load(Ordering::Relaxed), Instant::now());
-        std::thread::sleep(window);
-        let b = proc.sample().ok();
-        let (r1, t1) = (received.load(Ordering::Relaxed), Instant::now());
-        stop.store(true, Ordering::Relaxed);
-        let _ = driver.join();
-        let packets = r1.saturating_sub(r0);
-        let secs = t1.saturating_duration_since(t0).as_secs_f64().max(1e-3);
-        let cpu = match (a, b) {
-            (Some(a), Some(b)) => Some(CpuDelta::between(&a, &b)),
-            _ => None,
-        };
-        Ok(RelayFigures {
-            forwarded_per_s: packets as f64 / secs,
-            cpu_us_per_forwarded_packet: cpu.and_then(|c| c.us_per(packets)),
-            cpu_us_per_forwarded_packet_schedstat: cpu
-                .and_then(|c| (packets > 0).then_some(c.sched_cpu_s? * 1e6 / packets as f64)),
-            window_s: secs,
-        })
-    })();
-    drop(child.stdin.take());
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The relay process's CPU now.
+    pub fn sample(&self) -> Option<CpuReading> {
+        self.proc.sample().ok()
+    }
 }
 
-/// Speakers send a packet every `interval` (staggered); everyone reads what arrives.
-fn drive(
-    members: Vec<(u8, bool, UdpSocket)>,
-    relay: SocketAddr,
-    interval: Duration,
-    received: &AtomicU64,
-    stop: &AtomicBool,
-) {
-    let start = Instant::now();
-    let step = interval.as_micros().max(1) as u64;
-    let mut next: Vec<Instant> = (0..members.len())
-        .map(|i| start + Duration::from_micros((i as u64 * 1931) % step))
-        .collect();
-    let mut fds: Vec<libc::pollfd> = members
-        .iter()
-        .map(|(_, _, s)| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let mut buf = [0u8; 2048];
-    let mut packet = [0u8; RELAY_PACKET];
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let wake = next
-            .iter()
-            .zip(&members)
-            .filter(|(_, m)| m.1)
-            .map(|(t, _)| *t)
-            .min()
-            .unwrap_or(now + Duration::from_millis(10));
-        let ms = wake
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(10))
-            .as_micros()
-            .div_ceil(1000) as libc::c_int;
-        // SAFETY: valid pollfds of live sockets, length as given.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        for ((_, _, s), fd) in members.iter().zip(&mut fds) {
-            if fd.revents != 0 {
-                fd.revents = 0;
-                while s.recv_from(&mut buf).is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+impl Drop for ShadowRelay {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_get_each_others_packets_and_strangers_nothing() {
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
+        let other_room: SocketAddr = "127.0.0.1:1004".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:1005".parse().unwrap();
+        let mut rooms = Rooms::default();
+        for m in [a, b, c] {
+            rooms.route(m, &join_datagram(300), |_| {
+                panic!("a join is not forwarded")
+            });
         }
-        let now = Instant::now();
-        for (i, (room, speaker, s)) in members.iter().enumerate() {
-            if *speaker && next[i] <= now {
-                packet[0] = *room;
-                let _ = s.send_to(&packet, relay);
-                next[i] += interval;
-                if next[i] < now {
-                    next[i] = now + interval;
-                }
-            }
-        }
+        // Joining twice changes nothing.
+        rooms.route(a, &join_datagram(300), |_| {
+            panic!("a join is not forwarded")
+        });
+        rooms.route(other_room, &join_datagram(7), |_| {});
+        let rtp = [0x90, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa];
+        let mut got = Vec::new();
+        rooms.route(a, &rtp, |d| got.push(d));
+        assert_eq!(got, vec![b, c]);
+        got.clear();
+        rooms.route(stranger, &rtp, |d| got.push(d));
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn only_rtp_is_copied_to_the_relay() {
+        assert!(is_rtp(&[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert!(is_rtp(&[0x90, 111 | 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]));
+        // RTCP sender report, STUN, DTLS, truncated.
+        assert!(!is_rtp(&[0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0]));
+        assert!(!is_rtp(&[
+            0x00, 0x01, 0, 8, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0
+        ]));
+        assert!(!is_rtp(&[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!is_rtp(&[0x80, 111, 0]));
     }
 }

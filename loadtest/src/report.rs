@@ -19,6 +19,10 @@ fn f(v: Option<f64>, digits: usize) -> String {
 /// (label, value as text, value as number for ratios).
 fn rows(r: &RunResult) -> Vec<(&'static str, String, Option<f64>)> {
     let relay_us = r.relay.as_ref().and_then(|x| x.cpu_us_per_forwarded_packet);
+    let relay_us_sched = r
+        .relay
+        .as_ref()
+        .and_then(|x| x.cpu_us_per_forwarded_packet_schedstat);
     let relay_rate = r.relay.as_ref().map(|x| x.forwarded_per_s);
     let kib = |b: Option<f64>| b.map(|x| x / 1024.0);
     vec![
@@ -99,11 +103,17 @@ fn rows(r: &RunResult) -> Vec<(&'static str, String, Option<f64>)> {
             r.cpu_us_per_forwarded_packet_schedstat,
         ),
         ("plain relay µs / forwarded pkt", f(relay_us, 2), relay_us),
+        ("  (schedstat)", f(relay_us_sched, 2), relay_us_sched),
         ("  relay forwarded pkt/s", f(relay_rate, 0), relay_rate),
         (
             "SFU ÷ relay CPU per pkt",
             f(r.cpu_ratio_vs_relay, 2),
             r.cpu_ratio_vs_relay,
+        ),
+        (
+            "  (schedstat)",
+            f(r.cpu_ratio_vs_relay_schedstat, 2),
+            r.cpu_ratio_vs_relay_schedstat,
         ),
         (
             "SFU RSS per participant (KiB)",

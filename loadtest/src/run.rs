@@ -18,7 +18,7 @@ use crate::engine_shell::{EngineProcessTarget, EngineThreadTarget};
 use crate::fleet::{assign_rooms, LiveCounters, Timeline, Worker, WorkerConfig, WorkerReport};
 use crate::impair::ImpairCounters;
 use crate::procstat::{rate_series, window_bounds, CpuDelta, ProcTarget, Sample, SeriesPoint};
-use crate::relay::{self, RelayFigures};
+use crate::relay::{RelayFigures, ShadowRelay};
 use crate::scenario::{Plan, Scenario, Topology};
 use crate::sfu_node::HavenSfuTarget;
 use crate::stack_target::StackTarget;
@@ -42,7 +42,7 @@ pub struct RunOptions {
     pub progress: bool,
     /// `stack`: start a fresh stack even if a stack file names a running one.
     pub own_stack: bool,
-    /// After the run, a plain UDP relay at the SFU's forwarded rate (performance.md's bar).
+    /// A plain UDP relay beside the target, fed a copy of the same RTP (performance.md's bar).
     pub relay_baseline: bool,
 }
 
@@ -128,10 +128,13 @@ pub struct RunResult {
     pub forwarded_packets: Option<u64>,
     pub cpu_us_per_forwarded_packet: Option<f64>,
     pub cpu_us_per_forwarded_packet_schedstat: Option<f64>,
-    /// `--relay-baseline`: the plain relay's figures at the SFU's forwarded rate, and
-    /// SFU CPU per forwarded packet ÷ the relay's.
+    /// `--relay-baseline`: the plain relay's figures over the same window (same packets,
+    /// same receivers, see `relay.rs`), and SFU CPU per forwarded packet ÷ the relay's, by
+    /// utime + stime (the definition) and by schedstat (ns; finer at low rates, where a
+    /// 15 s window holds only a few 10 ms ticks).
     pub relay: Option<RelayFigures>,
     pub cpu_ratio_vs_relay: Option<f64>,
+    pub cpu_ratio_vs_relay_schedstat: Option<f64>,
     pub sfu_cpu_pct: Option<f64>,
     pub sfu_rss_bytes: Option<u64>,
     pub sfu_rss_bytes_per_participant: Option<f64>,
@@ -198,6 +201,16 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
     };
     let echo = EchoServer::start()?;
     let measured = target.as_ref().and_then(|t| t.measured());
+    // performance.md's bar: a plain relay beside the target, fed a copy of the same RTP.
+    let relay = if opts.relay_baseline && topology == Topology::Sfu {
+        let exe = match &opts.exe {
+            Some(e) => e.clone(),
+            None => std::env::current_exe()?,
+        };
+        Some(ShadowRelay::start(&exe)?)
+    } else {
+        None
+    };
 
     let start = Instant::now() + Duration::from_millis(300);
     let steady_start = start + plan.ramp + s.settle;
@@ -232,6 +245,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
             table: table.clone(),
             target: target.clone(),
             echo: Some(echo.addr),
+            relay: relay.as_ref().map(ShadowRelay::addr),
             late_after: s.late_after,
             join_timeout: s.join_timeout,
             live: live.clone(),
@@ -283,6 +297,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
             clients_rx: live.rx_packets.load(Ordering::Relaxed),
             clients_ticks,
             participants: live.joined.load(Ordering::Relaxed),
+            relay: relay.as_ref().and_then(ShadowRelay::sample),
+            relay_rx: live.relay_rx.load(Ordering::Relaxed),
         };
         if let Some(prev) = samples.last() {
             let dt = now
@@ -379,24 +395,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
         audio: table.summary(),
         wall_s: wall0.elapsed().as_secs_f64(),
     });
-    if opts.relay_baseline && topology == Topology::Sfu {
-        if let Some(rate) = result.packets_per_s.sfu_forwarded {
-            let exe = match &opts.exe {
-                Some(e) => e.clone(),
-                None => std::env::current_exe()?,
-            };
-            let window = s.duration.min(Duration::from_secs(30));
-            let relay = relay::measure(&exe, &plan, rate, window)?;
-            result.cpu_ratio_vs_relay = match (
-                result.cpu_us_per_forwarded_packet,
-                relay.cpu_us_per_forwarded_packet,
-            ) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-                _ => None,
-            };
-            result.relay = Some(relay);
-        }
-    }
+    drop(relay);
     result.machine_load_before = load_before;
     result.machine_load_after = load_avg();
     Ok(RunOutcome {
@@ -433,12 +432,27 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
 fn figures(i: FigureInputs<'_>) -> RunResult {
     let s = i.s;
     let m = i.merged;
     let window = window_bounds(i.samples, i.timeline.steady_start, i.timeline.steady_end);
     let (mut cpu, mut forwarded, mut rates) = (None, None, PacketRates::default());
+    let mut relay = None;
     if let Some((a, b)) = window {
+        if let (Some(x), Some(y)) = (a.relay, b.relay) {
+            relay = Some(RelayFigures::over(
+                &x,
+                &y,
+                b.relay_rx.saturating_sub(a.relay_rx),
+            ));
+        }
         let wall = b.at.saturating_duration_since(a.at).as_secs_f64().max(1e-3);
         if let (Some(x), Some(y)) = (a.sfu, b.sfu) {
             cpu = Some(CpuDelta::between(&x, &y));
@@ -508,6 +522,11 @@ fn figures(i: FigureInputs<'_>) -> RunResult {
     let mut impairment_applied = BTreeMap::new();
     impairment_applied.insert("uplink".to_owned(), i.impair_up);
     impairment_applied.insert("downlink".to_owned(), i.impair_down);
+    let cpu_per_packet = cpu.and_then(|c| forwarded.and_then(|f| c.us_per(f)));
+    let cpu_per_packet_sched = cpu.and_then(|c| {
+        let f = forwarded.filter(|&f| f > 0)?;
+        Some(c.sched_cpu_s? * 1e6 / f as f64)
+    });
     RunResult {
         target: i.target_name,
         target_kind: i.kind,
@@ -537,13 +556,19 @@ fn figures(i: FigureInputs<'_>) -> RunResult {
         late_packets: m.loss.late,
         receive: m.loss.clone(),
         forwarded_packets: forwarded,
-        cpu_us_per_forwarded_packet: cpu.and_then(|c| forwarded.and_then(|f| c.us_per(f))),
-        cpu_us_per_forwarded_packet_schedstat: cpu.and_then(|c| {
-            let f = forwarded.filter(|&f| f > 0)?;
-            Some(c.sched_cpu_s? * 1e6 / f as f64)
-        }),
-        relay: None,
-        cpu_ratio_vs_relay: None,
+        cpu_us_per_forwarded_packet: cpu_per_packet,
+        cpu_us_per_forwarded_packet_schedstat: cpu_per_packet_sched,
+        cpu_ratio_vs_relay: ratio(
+            cpu_per_packet,
+            relay.as_ref().and_then(|r| r.cpu_us_per_forwarded_packet),
+        ),
+        cpu_ratio_vs_relay_schedstat: ratio(
+            cpu_per_packet_sched,
+            relay
+                .as_ref()
+                .and_then(|r| r.cpu_us_per_forwarded_packet_schedstat),
+        ),
+        relay,
         sfu_cpu_pct: cpu.map(|c| c.utilisation() * 100.0),
         sfu_rss_bytes: if i.rss_is_own { rss_after } else { None },
         sfu_rss_bytes_per_participant: rss_per,

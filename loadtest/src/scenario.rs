@@ -120,8 +120,9 @@ pub struct RunArgs {
     /// HAVEN_STACK_FILE / .haven/stack.json names a running one.
     #[arg(long)]
     pub own_stack: bool,
-    /// After the run, measure a plain recvmmsg/sendmmsg UDP relay (child process) with the
-    /// same rooms at the SFU's forwarded packet rate, and report SFU ÷ relay CPU per packet.
+    /// Run a plain recvmmsg/sendmmsg UDP relay (child process) beside the SFU, fed a copy of
+    /// every RTP packet the clients send it, and report SFU ÷ relay CPU per forwarded packet
+    /// over the same window.
     #[arg(long)]
     pub relay_baseline: bool,
 }

@@ -48,6 +48,31 @@ fn options(s: Scenario, target: TargetKind) -> RunOptions {
     }
 }
 
+/// `--relay-baseline`: the relay runs beside the SFU, gets a copy of the same RTP and
+/// forwards it to the same rooms, so both forward at the same rate in the same window.
+#[test]
+fn the_relay_baseline_forwards_the_same_packets_beside_the_sfu() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut opts = options(scenario(2, 3, 1, 3, "none"), TargetKind::EngineProcess);
+    opts.relay_baseline = true;
+    let r = run(&opts).expect("run").result;
+    println!("{}", summary_table(&r));
+    assert_eq!(r.errors, 0, "{:?}", r.error_counts);
+    assert!(r.loss_pct < 0.5, "loss {}", r.loss_pct);
+    let sfu = r.packets_per_s.sfu_forwarded.expect("SFU rate");
+    let relay = r.relay.as_ref().expect("relay figures");
+    assert!(
+        (relay.forwarded_per_s - sfu).abs() <= 0.2 * sfu,
+        "relay {} vs SFU {sfu} packets/s",
+        relay.forwarded_per_s
+    );
+    assert!((relay.window_s - r.steady_window_s).abs() < 0.5);
+    assert!(relay
+        .cpu_us_per_forwarded_packet_schedstat
+        .is_some_and(|x| x > 0.0));
+    assert!(r.cpu_ratio_vs_relay_schedstat.is_some_and(|x| x > 0.0));
+}
+
 #[test]
 fn two_rooms_of_three_through_the_engine() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
