@@ -778,6 +778,12 @@ impl SfuEngine {
         if let Some(room) = self.rooms.get(&room_id) {
             room.targets(obs.route, from, &mut targets);
         }
+        // Two passes: the first only starts loading each subscriber's cold state.
+        for &(to, slot) in &targets {
+            if let Some(sub) = self.participants.get(&to) {
+                sub.prefetch_forward(slot);
+            }
+        }
         let mut forwarded = 0;
         let mut lean = 0;
         for &(to, slot) in &targets {

@@ -386,6 +386,20 @@ impl Participant {
         opened
     }
 
+    /// Start loading what [`Self::forward`] into `slot` reads first, so that the cache
+    /// misses of a packet's several subscribers overlap instead of queueing (the engine
+    /// calls this for every target before forwarding to any). At voice packet rates each
+    /// subscriber's state is cold: the first read of its slot and its cipher were most of
+    /// the forwarding time in profiles.
+    pub fn prefetch_forward(&self, slot: usize) {
+        if let Some(rs) = self.slots.get(slot) {
+            crate::egress::prefetch(&rs.forwarding);
+        }
+        if let Egress::Lean(sealer) = &self.egress {
+            sealer.prefetch();
+        }
+    }
+
     /// True when forwarded packets bypass str0m for this subscriber.
     pub fn lean_egress(&self) -> bool {
         matches!(self.egress, Egress::Lean(_))
