@@ -42,6 +42,16 @@ struct Args {
     #[arg(long, env = "HAVEN_SFU_WORKERS")]
     workers: Option<usize>,
 
+    /// New rooms fill the first worker until it holds this many participants (or is past
+    /// --pack-cpu-permille), then the next: fewer wake-ups per packet at light load. 0
+    /// spreads rooms over all workers from the start.
+    #[arg(long, env = "HAVEN_SFU_PACK_PARTICIPANTS", default_value_t = 1000)]
+    pack_participants: u32,
+
+    /// A worker above this share of one core (per mille) takes no new rooms while another can.
+    #[arg(long, env = "HAVEN_SFU_PACK_CPU_PERMILLE", default_value_t = 500)]
+    pack_cpu_permille: u32,
+
     /// Signaling's QUIC control endpoint, host:port.
     #[arg(long, env = "HAVEN_SFU_SIGNALING_ADDR")]
     signaling_addr: String,
@@ -165,6 +175,8 @@ fn node_config(args: &Args) -> Result<NodeConfig> {
         }
         cfg.workers = w;
     }
+    cfg.pack_participants = args.pack_participants;
+    cfg.pack_cpu_permille = args.pack_cpu_permille;
     cfg.link.server_name = args.signaling_server_name.clone();
     cfg.capacity = args.capacity;
     cfg.default_slots = args.slots.max(1);

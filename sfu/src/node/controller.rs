@@ -39,6 +39,9 @@ pub struct ControllerConfig {
     pub media_addr: SocketAddr,
     pub link: LinkConfig,
     pub heartbeat_interval: Duration,
+    /// Room packing (see `placement.rs`).
+    pub pack_participants: u32,
+    pub pack_cpu_permille: u32,
     pub drain_timeout: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -86,12 +89,13 @@ impl Controller {
         link_tx: mpsc::UnboundedSender<LinkEvent>,
     ) -> Self {
         let n = workers.len();
+        let placement = WorkerPlacement::new(n, cfg.pack_participants);
         Self {
             backoff: cfg.reconnect_min,
             cfg,
             workers,
             stats,
-            placement: WorkerPlacement::new(n),
+            placement,
             pending: HashMap::new(),
             next_tag: 1,
             link: None,
@@ -295,7 +299,13 @@ impl Controller {
                 if used >= u64::from(self.cfg.capacity) {
                     return self.reply_error(&msg, ErrorCode::NodeFull, "node is full");
                 }
-                let worker = self.placement.place_offer(room);
+                let (stats, limit) = (&self.stats, u64::from(self.cfg.pack_cpu_permille));
+                let worker = self.placement.place_offer(room, |w| {
+                    stats
+                        .workers
+                        .get(w)
+                        .is_some_and(|s| s.gauges.cpu_permille.load(Ordering::Relaxed) > limit)
+                });
                 return self.dispatch(worker, msg, Some(room));
             }
             ControlBody::Leave(l) => l.session,

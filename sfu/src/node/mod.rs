@@ -59,6 +59,13 @@ pub struct NodeConfig {
     /// unchanged). Default: `media_bind`.
     pub public_ip: Option<IpAddr>,
     pub workers: usize,
+    /// New rooms fill the first worker until it holds this many participants (or its CPU
+    /// passes `pack_cpu_permille`), then the next; 0 spreads rooms over all workers from the
+    /// start. See `placement.rs` for why.
+    pub pack_participants: u32,
+    /// A worker above this share of one core (‰, over its last second) takes no new rooms
+    /// while another can.
+    pub pack_cpu_permille: u32,
     pub link: LinkConfig,
     pub secret: NodeSecret,
     pub grant_verifier: GrantVerifier,
@@ -87,6 +94,8 @@ impl NodeConfig {
             media_port_base: 0,
             public_ip: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pack_participants: 1000,
+            pack_cpu_permille: 500,
             link: LinkConfig {
                 signaling_addr,
                 server_name: "haven-signaling".into(),
@@ -116,6 +125,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("media_port_base", &self.media_port_base)
             .field("public_ip", &self.public_ip)
             .field("workers", &self.workers)
+            .field("pack_participants", &self.pack_participants)
+            .field("pack_cpu_permille", &self.pack_cpu_permille)
             .field("link", &self.link)
             .field("capacity", &self.capacity)
             .field("http_listen", &self.http_listen)
@@ -299,6 +310,8 @@ impl SfuNode {
                 media_addr,
                 link: self.cfg.link.clone(),
                 heartbeat_interval: self.cfg.heartbeat_interval,
+                pack_participants: self.cfg.pack_participants,
+                pack_cpu_permille: self.cfg.pack_cpu_permille,
                 drain_timeout: self.cfg.drain_timeout,
                 reconnect_min: Duration::from_millis(250),
                 reconnect_max: Duration::from_secs(10),

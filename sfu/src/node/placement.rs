@@ -2,10 +2,20 @@
 //! the control link, as plain data (no threads, no IO) so it is tested on its own.
 //!
 //! A room lives on exactly one worker (its participants share one engine, so forwarding
-//! never crosses threads). A new room goes to the worker with the fewest participants plus
-//! joins in flight; later offers for the room follow it. The table learns sessions from the
-//! workers' `Joined`/`Left` reports and forgets a room once it has no members and no offer
-//! in flight. Every lookup is a hash map access.
+//! never crosses threads). A new room is packed: it goes to the lowest-numbered worker that
+//! is not busy (fewer than `pack_participants` members plus joins in flight, and under the
+//! CPU share the caller says), and only when every worker is busy to the least loaded. Later
+//! offers for the room follow it. The table learns sessions from the workers'
+//! `Joined`/`Left` reports and forgets a room once it has no members and no offer in flight.
+//! Every lookup is a hash map access.
+//!
+//! Why pack rather than spread: a voice packet costs the kernel and the scheduler about as
+//! much as the forwarding itself, and what a worker pays per wake-up is shared by every
+//! packet that arrived meanwhile. Spread over two workers, a light load wakes two threads
+//! for the packets one could take in one batch: on the 2-core test box, one worker forwarded
+//! at 8–11 % less CPU per packet than two at 100 and 500 participants (`docs/benchmarks.md`).
+//! A heavy load still spreads: past the thresholds the next worker opens. `pack_participants
+//! = 0` spreads from the start (least loaded first).
 
 use std::collections::HashMap;
 
@@ -22,30 +32,36 @@ struct RoomPlace {
 pub struct WorkerPlacement {
     /// Members plus offers in flight, per worker.
     load: Vec<u32>,
+    /// A worker with this many is busy for new rooms (0: every worker is, so spread).
+    pack_participants: u32,
     rooms: HashMap<RoomId, RoomPlace>,
     sessions: HashMap<SessionId, (RoomId, usize)>,
 }
 
 impl WorkerPlacement {
-    pub fn new(workers: usize) -> Self {
+    pub fn new(workers: usize, pack_participants: u32) -> Self {
         Self {
             load: vec![0; workers.max(1)],
+            pack_participants,
             rooms: HashMap::new(),
             sessions: HashMap::new(),
         }
     }
 
     /// The worker that takes an offer for `room`; counts the offer as in flight until
-    /// [`Self::offer_finished`].
-    pub fn place_offer(&mut self, room: RoomId) -> usize {
+    /// [`Self::offer_finished`]. `cpu_busy(worker)` says whether a worker's CPU is past the
+    /// share at which new rooms should go elsewhere.
+    pub fn place_offer(&mut self, room: RoomId, cpu_busy: impl Fn(usize) -> bool) -> usize {
         let place = match self.rooms.get(&room) {
             Some(p) => *p,
             None => {
-                let worker = self
+                let packed = self
                     .load
                     .iter()
                     .enumerate()
-                    .min_by_key(|(i, l)| (**l, *i))
+                    .find(|(i, l)| **l < self.pack_participants && !cpu_busy(*i));
+                let worker = packed
+                    .or_else(|| self.load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)))
                     .map_or(0, |(i, _)| i);
                 RoomPlace {
                     worker,
@@ -165,7 +181,7 @@ mod tests {
     use super::*;
 
     fn join(p: &mut WorkerPlacement, room: RoomId) -> (usize, SessionId) {
-        let w = p.place_offer(room);
+        let w = p.place_offer(room, |_| false);
         let s = SessionId::new_random();
         p.joined(w, room, s);
         p.offer_finished(room);
@@ -173,8 +189,32 @@ mod tests {
     }
 
     #[test]
+    fn rooms_pack_onto_the_first_worker_until_it_is_busy() {
+        let mut p = WorkerPlacement::new(3, 4);
+        let a = RoomId::new_random();
+        let b = RoomId::new_random();
+        for room in [a, a, b] {
+            assert_eq!(join(&mut p, room).0, 0);
+        }
+        // Worker 0 has 3 of 4: a new room still goes there, and then it is full.
+        let c = RoomId::new_random();
+        assert_eq!(join(&mut p, c).0, 0);
+        assert_eq!(join(&mut p, RoomId::new_random()).0, 1);
+        // A room's members follow it past the threshold.
+        assert_eq!(join(&mut p, a).0, 0);
+        assert_eq!(p.worker_load(0), 5);
+        // A worker whose CPU is busy is skipped while it has members.
+        let d = RoomId::new_random();
+        assert_eq!(p.place_offer(d, |w| w == 1), 2);
+        p.offer_finished(d);
+        // Every worker busy: the least loaded (loads are 5, 1, 0).
+        let e = RoomId::new_random();
+        assert_eq!(p.place_offer(e, |_| true), 2);
+    }
+
+    #[test]
     fn new_rooms_spread_and_members_follow_their_room() {
-        let mut p = WorkerPlacement::new(3);
+        let mut p = WorkerPlacement::new(3, 0);
         let rooms: Vec<RoomId> = (0..3).map(|_| RoomId::new_random()).collect();
         let workers: Vec<usize> = rooms.iter().map(|r| join(&mut p, *r).0).collect();
         assert_eq!(workers, vec![0, 1, 2]);
@@ -192,12 +232,12 @@ mod tests {
 
     #[test]
     fn simultaneous_first_offers_land_together() {
-        let mut p = WorkerPlacement::new(4);
+        let mut p = WorkerPlacement::new(4, 0);
         let busy = RoomId::new_random();
         join(&mut p, busy);
         let room = RoomId::new_random();
-        let a = p.place_offer(room);
-        let b = p.place_offer(room);
+        let a = p.place_offer(room, |_| false);
+        let b = p.place_offer(room, |_| false);
         assert_eq!(a, b);
         assert_eq!(p.in_flight(), 2);
         // One is refused, the other joins.
@@ -212,7 +252,7 @@ mod tests {
 
     #[test]
     fn empty_rooms_are_forgotten_and_stale_reports_ignored() {
-        let mut p = WorkerPlacement::new(2);
+        let mut p = WorkerPlacement::new(2, 0);
         let room = RoomId::new_random();
         let (w, s) = join(&mut p, room);
         p.left(1 - w, s); // not the worker that has it
@@ -226,7 +266,7 @@ mod tests {
 
         // A refused first offer leaves nothing behind.
         let other = RoomId::new_random();
-        p.place_offer(other);
+        p.place_offer(other, |_| false);
         p.offer_finished(other);
         assert_eq!(p.rooms(), 0);
         assert_eq!(p.worker_load(0) + p.worker_load(1), 0);
@@ -234,11 +274,11 @@ mod tests {
 
     #[test]
     fn a_replaced_session_is_counted_once() {
-        let mut p = WorkerPlacement::new(2);
+        let mut p = WorkerPlacement::new(2, 0);
         let room = RoomId::new_random();
         let (w, s) = join(&mut p, room);
         // Rejoin with the same session: the engine reports Left (replaced) then Joined.
-        p.place_offer(room);
+        p.place_offer(room, |_| false);
         p.left(w, s);
         p.joined(w, room, s);
         p.offer_finished(room);
