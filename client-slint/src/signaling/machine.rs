@@ -568,6 +568,30 @@ mod tests {
         ServerMessage::new(id, body).encode()
     }
 
+    /// Signaling's answer to join `id`: joined `chan` as `session`, may speak.
+    fn joined(id: Option<u64>, chan: Uuid, session: SessionId) -> String {
+        reply(
+            id,
+            ServerEvent::Joined {
+                channel_id: chan,
+                session_id: session,
+                can_speak: true,
+                sdp: "answer".into(),
+            },
+        )
+    }
+
+    /// A ready machine that has just sent a join for `chan`; returns it and the join's id.
+    fn joining(t0: Instant, chan: Uuid) -> (SignalingMachine, Option<u64>) {
+        let mut m = SignalingMachine::new(t0, 1);
+        m.start(t0, "tok".into());
+        connect_ready(&mut m, t0, UserId::new_random());
+        events(&mut m);
+        m.join(chan, "offer".into());
+        let join = sent(&mut m).pop().unwrap();
+        (m, join.id)
+    }
+
     fn connect_ready(m: &mut SignalingMachine, now: Instant, user: UserId) {
         assert!(m.poll_connect(now));
         m.on_connected(now);
@@ -604,18 +628,7 @@ mod tests {
         m.join(chan, "offer".into());
         let join = sent(&mut m).pop().unwrap();
         let session = SessionId::new_random();
-        m.handle_text(
-            t0,
-            &reply(
-                join.id,
-                ServerEvent::Joined {
-                    channel_id: chan,
-                    session_id: session,
-                    can_speak: true,
-                    sdp: "answer".into(),
-                },
-            ),
-        );
+        m.handle_text(t0, &joined(join.id, chan, session));
         assert!(matches!(
             events(&mut m)[..],
             [SignalingEvent::Joined {
@@ -805,14 +818,8 @@ mod tests {
     #[test]
     fn a_moved_notice_during_my_own_join_is_about_my_older_session() {
         let t0 = Instant::now();
-        let user = UserId::new_random();
         let chan = Uuid::new_v4();
-        let mut m = SignalingMachine::new(t0, 1);
-        m.start(t0, "tok".into());
-        connect_ready(&mut m, t0, user);
-        events(&mut m);
-        m.join(chan, "offer".into());
-        let join = sent(&mut m).pop().unwrap();
+        let (mut m, join) = joining(t0, chan);
         let moved = ServerEvent::Left {
             channel_id: chan,
             session_id: None,
@@ -821,18 +828,7 @@ mod tests {
         // Replaced by this very join: ignored.
         m.handle_text(t0, &reply(None, moved.clone()));
         assert!(events(&mut m).is_empty());
-        m.handle_text(
-            t0,
-            &reply(
-                join.id,
-                ServerEvent::Joined {
-                    channel_id: chan,
-                    session_id: SessionId::new_random(),
-                    can_speak: true,
-                    sdp: "answer".into(),
-                },
-            ),
-        );
+        m.handle_text(t0, &joined(join, chan, SessionId::new_random()));
         events(&mut m);
         // Once joined, a newer join elsewhere (another device) does remove me.
         m.handle_text(t0, &reply(None, moved));
@@ -848,14 +844,8 @@ mod tests {
     #[test]
     fn a_left_naming_another_session_of_mine_is_ignored() {
         let t0 = Instant::now();
-        let user = UserId::new_random();
         let chan = Uuid::new_v4();
-        let mut m = SignalingMachine::new(t0, 1);
-        m.start(t0, "tok".into());
-        connect_ready(&mut m, t0, user);
-        events(&mut m);
-        m.join(chan, "offer".into());
-        let join = sent(&mut m).pop().unwrap();
+        let (mut m, join) = joining(t0, chan);
         let (mine, older, other_device) = (
             SessionId::new_random(),
             SessionId::new_random(),
@@ -869,18 +859,7 @@ mod tests {
         // My older session, replaced by this join, ends while the join is in flight.
         m.handle_text(t0, &reply(None, left(older, LeftReason::Moved)));
         assert!(events(&mut m).is_empty());
-        m.handle_text(
-            t0,
-            &reply(
-                join.id,
-                ServerEvent::Joined {
-                    channel_id: chan,
-                    session_id: mine,
-                    can_speak: true,
-                    sdp: "answer".into(),
-                },
-            ),
-        );
+        m.handle_text(t0, &joined(join, chan, mine));
         events(&mut m);
         // My other device's session ends, for whatever reason: not about this one.
         for reason in [LeftReason::Left, LeftReason::Moved, LeftReason::NodeLost] {
