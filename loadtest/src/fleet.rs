@@ -133,6 +133,16 @@ struct Inbound {
     bytes: Vec<u8>,
 }
 
+/// A non-blocking UDP socket on a free loopback port, registered readable as `token`.
+fn loopback_socket(poll: &Poll, token: Token) -> std::io::Result<mio::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    s.set_nonblocking(true)?;
+    let mut s = mio::net::UdpSocket::from_std(s);
+    poll.registry()
+        .register(&mut s, token, Interest::READABLE)?;
+    Ok(s)
+}
+
 pub struct Worker {
     cfg: WorkerConfig,
     poll: Poll,
@@ -193,14 +203,7 @@ impl Worker {
         let dir = cfg.impair.per_direction();
         let seed = cfg.seed ^ ((cfg.index as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
         let probe_socket = match cfg.echo {
-            Some(_) => {
-                let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-                s.set_nonblocking(true)?;
-                let mut s = mio::net::UdpSocket::from_std(s);
-                poll.registry()
-                    .register(&mut s, PROBE, Interest::READABLE)?;
-                Some(s)
-            }
+            Some(_) => Some(loopback_socket(&poll, PROBE)?),
             None => None,
         };
         let (replies_tx, replies) = channel();
@@ -404,26 +407,14 @@ impl Worker {
     }
 
     fn open_socket(&mut self, i: usize) -> Option<SocketAddr> {
-        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
-        s.set_nonblocking(true).ok()?;
+        let s = loopback_socket(&self.poll, Token(i)).ok()?;
         let local = s.local_addr().ok()?;
-        let mut s = mio::net::UdpSocket::from_std(s);
-        self.poll
-            .registry()
-            .register(&mut s, Token(i), Interest::READABLE)
-            .ok()?;
         let c = &mut self.clients[i];
         c.socket = Some(s);
         c.local = Some(local);
         if let Some(relay) = self.cfg.relay {
             let room = c.room;
-            let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
-            s.set_nonblocking(true).ok()?;
-            let mut s = mio::net::UdpSocket::from_std(s);
-            self.poll
-                .registry()
-                .register(&mut s, Token(SHADOW + i), Interest::READABLE)
-                .ok()?;
+            let s = loopback_socket(&self.poll, Token(SHADOW + i)).ok()?;
             s.send_to(&crate::relay::join_datagram(room), relay).ok()?;
             self.clients[i].shadow = Some(s);
         }

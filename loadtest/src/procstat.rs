@@ -172,6 +172,12 @@ impl CpuDelta {
     pub fn us_per(&self, events: u64) -> Option<f64> {
         (events > 0).then(|| self.cpu_s * 1e6 / events as f64)
     }
+
+    /// The same by schedstat, when it was read.
+    pub fn sched_us_per(&self, events: u64) -> Option<f64> {
+        let cpu_s = self.sched_cpu_s?;
+        (events > 0).then(|| cpu_s * 1e6 / events as f64)
+    }
 }
 
 /// One row of the time series the run keeps (every sample interval).

@@ -55,9 +55,7 @@ impl RelayFigures {
         Self {
             forwarded_per_s: forwarded as f64 / secs,
             cpu_us_per_forwarded_packet: cpu.us_per(forwarded),
-            cpu_us_per_forwarded_packet_schedstat: (forwarded > 0)
-                .then(|| cpu.sched_cpu_s.map(|s| s * 1e6 / forwarded as f64))
-                .flatten(),
+            cpu_us_per_forwarded_packet_schedstat: cpu.sched_us_per(forwarded),
             window_s: secs,
         }
     }

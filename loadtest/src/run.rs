@@ -37,13 +37,24 @@ const AUDIO_SECONDS: u32 = 30;
 pub struct RunOptions {
     pub scenario: Scenario,
     pub target: TargetKind,
-    /// The harness binary, for the `engine` (child process) target.
+    /// The harness binary, for the `engine` target and the relay (child processes);
+    /// default: this executable.
     pub exe: Option<PathBuf>,
     pub progress: bool,
     /// `stack`: start a fresh stack even if a stack file names a running one.
     pub own_stack: bool,
     /// A plain UDP relay beside the target, fed a copy of the same RTP (performance.md's bar).
     pub relay_baseline: bool,
+}
+
+impl RunOptions {
+    /// The harness binary that serves the child processes (`serve-engine`, `serve-relay`).
+    fn harness_exe(&self) -> std::io::Result<PathBuf> {
+        match &self.exe {
+            Some(e) => Ok(e.clone()),
+            None => std::env::current_exe(),
+        }
+    }
 }
 
 /// p50/p95/p99 of a distribution, `null` when there were no samples.
@@ -189,11 +200,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
     let target: Option<Arc<dyn SfuTarget>> = match &opts.target {
         TargetKind::EngineThread => Some(Arc::new(EngineThreadTarget::start()?)),
         TargetKind::EngineProcess => {
-            let exe = match &opts.exe {
-                Some(e) => e.clone(),
-                None => std::env::current_exe()?,
-            };
-            Some(Arc::new(EngineProcessTarget::start(exe)?))
+            Some(Arc::new(EngineProcessTarget::start(opts.harness_exe()?)?))
         }
         TargetKind::HavenSfu => Some(Arc::new(HavenSfuTarget::start()?)),
         TargetKind::Stack => Some(Arc::new(StackTarget::start(&plan, s, opts.own_stack)?)),
@@ -203,11 +210,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
     let measured = target.as_ref().and_then(|t| t.measured());
     // performance.md's bar: a plain relay beside the target, fed a copy of the same RTP.
     let relay = if opts.relay_baseline && topology == Topology::Sfu {
-        let exe = match &opts.exe {
-            Some(e) => e.clone(),
-            None => std::env::current_exe()?,
-        };
-        Some(ShadowRelay::start(&exe)?)
+        Some(ShadowRelay::start(&opts.harness_exe()?)?)
     } else {
         None
     };
@@ -523,10 +526,7 @@ fn figures(i: FigureInputs<'_>) -> RunResult {
     impairment_applied.insert("uplink".to_owned(), i.impair_up);
     impairment_applied.insert("downlink".to_owned(), i.impair_down);
     let cpu_per_packet = cpu.and_then(|c| forwarded.and_then(|f| c.us_per(f)));
-    let cpu_per_packet_sched = cpu.and_then(|c| {
-        let f = forwarded.filter(|&f| f > 0)?;
-        Some(c.sched_cpu_s? * 1e6 / f as f64)
-    });
+    let cpu_per_packet_sched = cpu.and_then(|c| forwarded.and_then(|f| c.sched_us_per(f)));
     RunResult {
         target: i.target_name,
         target_kind: i.kind,
