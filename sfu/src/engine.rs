@@ -291,17 +291,18 @@ impl SfuEngine {
                 return;
             }
         };
-        // RTCP from a connected peer is counted and left unread: audio forwarding uses no
-        // NACK, PLI, REMB or transport-wide feedback, and nothing reads receiver reports, so
-        // str0m opening and parsing each compound packet (~15 µs on a cold cache) bought
-        // nothing. Before DTLS completes there are no SRTCP keys: str0m refuses it then.
-        if is_media && is_rtcp(bytes) && self.participants.get(&pid).is_some_and(|p| p.connected) {
-            self.counters.rtcp_in += 1;
-            return;
-        }
-        // A publisher's SRTP, once str0m has shown us its stream, is opened right here.
         if is_media {
             if let Some(p) = self.participants.get_mut(&pid) {
+                // RTCP from a connected peer is counted and left unread: audio forwarding
+                // uses no NACK, PLI, REMB or transport-wide feedback, and nothing reads
+                // receiver reports, so str0m opening and parsing each compound packet
+                // (~15 µs on a cold cache) bought nothing. Before DTLS completes there are
+                // no SRTCP keys: str0m refuses it then.
+                if p.connected && is_rtcp(bytes) {
+                    self.counters.rtcp_in += 1;
+                    return;
+                }
+                // A publisher's SRTP, once str0m has shown us its stream, is opened here.
                 let crypto = &*self.crypto;
                 match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, source, bytes))) {
                     Ok(Opened::Packet(pkt)) => {
