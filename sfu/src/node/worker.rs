@@ -35,6 +35,11 @@ use crate::{EngineError, SfuConfig, SfuEngine, SfuEvent};
 /// Longest the worker sleeps with nothing due: the pulse for stats and room reports when
 /// no packet or timer wakes it anyway.
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// How late a timer may run so that it shares a wake-up with packets. Nothing on a
+/// worker's timers needs better (ICE consent, SCTP and DTLS retransmission, speaking holds
+/// of 400 ms); at 500 participants a timer of one of the ~500 `Rtc`s fell due every few
+/// milliseconds and woke the worker between packet batches (554 → 477 sleeps/s, ~3 % CPU).
+const TIMER_SLACK: Duration = Duration::from_millis(10);
 /// How often counters are copied to the shared stats while the worker is awake anyway.
 /// Publishing never wakes the worker by itself (that cost ~10 wake-ups/s per worker, a
 /// sixth of all wake-ups at 10 participants), so when idle they are up to `IDLE_WAKE` old.
@@ -241,13 +246,22 @@ impl Worker {
         self.cpu = CpuMeter::new(thread_cpu_time(), Instant::now());
         loop {
             let now = Instant::now();
+            // Sleep until a deadline plus `TIMER_SLACK`: a timer that falls due while
+            // packets keep coming runs on the next packet's wake-up instead of its own.
             let timeout = self
                 .engine
                 .next_timeout()
                 .into_iter()
                 .chain(self.notes.due)
                 .min()
-                .map_or(IDLE_WAKE, |t| t.saturating_duration_since(now))
+                .map_or(IDLE_WAKE, |t| {
+                    let wait = t.saturating_duration_since(now);
+                    if wait.is_zero() {
+                        wait
+                    } else {
+                        wait + TIMER_SLACK
+                    }
+                })
                 .min(IDLE_WAKE);
             let ready = udp::wait(&self.setup.socket, &self.wake, timeout);
             self.io.wakeups += 1;
