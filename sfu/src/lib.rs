@@ -14,7 +14,8 @@
 //! - [`room`]: a voice room: members, speaker selection, counters.
 //! - [`speakers`]: which speakers go into the N receive slots (pure logic).
 //! - [`slots`]: one receive slot's SSRC/sequence/timestamp continuity (pure logic).
-//! - [`level`]: RFC 6464 level smoothing and speaking detection (pure logic).
+//! - level smoothing and speaking detection live in `haven_proto::speaking` (shared with the
+//!   client, which runs the same meter on what it hears).
 //! - [`admission`]: join grant checks and the replay cache.
 //! - `negotiation`: answering an offer and checking what it asks for.
 //! - [`offer`]: the m-line layout of a client offer (publish track, slots).
@@ -31,7 +32,6 @@ pub mod demux;
 pub mod egress;
 pub mod engine;
 pub mod ingress;
-pub mod level;
 pub mod media;
 mod negotiation;
 pub mod node;

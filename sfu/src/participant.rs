@@ -132,6 +132,8 @@ pub(crate) struct Participant {
     pub self_muted: bool,
     /// Deafened: nothing is forwarded to it.
     pub deafened: bool,
+    /// Who its client was told (data channel) is speaking and not yet told stopped.
+    pub told_speaking: Vec<ParticipantId>,
     /// Boxed: an `Rtc` is ~10 KB, and inline it spread the few fields forwarding reads
     /// over a 10 KB stride (a page each) in the engine's table; the media path touches the
     /// `Rtc` only for STUN, DTLS, SCTP and timers.
@@ -218,6 +220,7 @@ impl Participant {
             server_muted: false,
             self_muted: false,
             deafened: false,
+            told_speaking: Vec::new(),
             rtc: Box::new(init.rtc),
             ufrag: init.ufrag,
             addrs: Vec::new(),
@@ -401,6 +404,14 @@ impl Participant {
     }
 
     /// True when forwarded packets bypass str0m for this subscriber.
+    /// Whether its client hears `who` in one of its slots (and so sees `who` speak in the
+    /// forwarded packets' audio levels).
+    pub fn hears(&self, who: ParticipantId) -> bool {
+        self.connected
+            && !self.deafened
+            && self.slots.iter().any(|s| s.announced == Some(Some(who)))
+    }
+
     pub fn lean_egress(&self) -> bool {
         matches!(self.egress, Egress::Lean(_))
     }

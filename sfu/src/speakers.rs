@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use crate::level::{LevelConfig, LevelMeter};
+use haven_proto::speaking::{LevelConfig, LevelMeter};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SelectionConfig {

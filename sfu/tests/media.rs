@@ -319,33 +319,49 @@ fn speakers_change_without_clipping_or_gaps() {
     assert!(after.at - before.at <= FRAME + Duration::from_millis(1));
 }
 
+/// Speaking `on`/`off` messages one client got over its data channel about `user`.
+fn speaking_told(w: &World, client: usize, user: haven_proto::UserId) -> Vec<bool> {
+    w.clients[client]
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            SfuToClientBody::Speaking { user: u, on, .. } if *u == user => Some(*on),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn data_channel_carries_slot_map_and_speaking_events() {
+    // Listener 2 has two slots and hears the speaker: it sees the speech in-band (the
+    // forwarded packets' levels) and gets no speaking message. Listener 3 has one slot,
+    // taken by a louder speaker, so it is told about the quieter one over the data channel.
     let mut w = World::new(5, Impairment::clean());
-    let peers: Vec<usize> = (0..3).map(|_| w.join(true, 2)).collect();
+    let speaker = w.join(true, 2);
+    let loud = w.join(true, 2);
+    let listener = w.join(true, 2);
+    let narrow = w.join(true, 1);
     w.connect_all(secs(10));
-    let (speaker, listener) = (peers[0], peers[2]);
-    let speaker_user = w.clients[speaker].user;
+    let (speaker_user, loud_user) = (w.clients[speaker].user, w.clients[loud].user);
+    w.talk(loud, Talk::Speech(10));
+    w.run_for(secs(1));
     w.talk(speaker, Talk::Speech(30));
     w.run_for(secs(1));
     w.talk(speaker, Talk::Quiet);
     w.run_for(secs(1));
 
+    assert_eq!(speaking_told(&w, narrow, speaker_user), vec![true, false]);
+    assert_eq!(w.slot_map(narrow), Some(vec![Some(loud_user)]));
+    assert!(speaking_told(&w, narrow, loud_user).is_empty());
+    assert!(speaking_told(&w, listener, speaker_user).is_empty());
+    assert!(speaking_told(&w, listener, loud_user).is_empty());
+    // Nobody is told about themselves.
+    assert!(speaking_told(&w, speaker, speaker_user).is_empty());
+
     let msgs = &w.clients[listener].messages;
-    let speaking: Vec<bool> = msgs
-        .iter()
-        .filter_map(|m| match &m.body {
-            SfuToClientBody::Speaking { user, on, .. } if *user == speaker_user => Some(*on),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(speaking, vec![true, false]);
     let map = w.slot_map(listener).expect("slot map");
     assert_eq!(map.len(), 2);
-    assert_eq!(
-        map.iter().flatten().collect::<Vec<_>>(),
-        vec![&speaker_user]
-    );
+    assert!(map.contains(&Some(speaker_user)) && map.contains(&Some(loud_user)));
     // The map names the client's own mids, in offer order.
     let SfuToClientBody::Slots { slots } = &msgs
         .iter()
@@ -365,11 +381,47 @@ fn data_channel_carries_slot_map_and_speaking_events() {
         slots.iter().map(|s| s.mid.clone()).collect::<Vec<_>>(),
         mids
     );
-    // Forwarded packets keep their RFC 6464 level.
+    // Forwarded packets keep their RFC 6464 level (what the listener's meter reads).
     assert!(w.clients[listener]
         .received
         .iter()
+        .filter(|r| r.speaker == speaker)
         .all(|r| r.level == Some(-30)));
+}
+
+#[test]
+fn a_deafened_client_is_told_who_speaks_and_told_off_after() {
+    let mut w = World::new(6, Impairment::clean());
+    let speaker = w.join(true, 2);
+    let listener = w.join(true, 2);
+    w.connect_all(secs(10));
+    let speaker_user = w.clients[speaker].user;
+    w.talk(speaker, Talk::Speech(30));
+    w.run_for(secs(1));
+    // Heard in a slot: nothing on the data channel.
+    assert!(speaking_told(&w, listener, speaker_user).is_empty());
+    // Deafened mid-sentence: its slots go quiet, so the SFU says who is speaking.
+    let now = w.now;
+    w.sfu
+        .set_deafen(now, w.clients[listener].session, true)
+        .expect("known");
+    w.run_for(secs(1));
+    assert_eq!(speaking_told(&w, listener, speaker_user), vec![true]);
+    // Undeafened: what it was told on is told off when the speaker stops.
+    let now = w.now;
+    w.sfu
+        .set_deafen(now, w.clients[listener].session, false)
+        .expect("known");
+    w.run_for(secs(1));
+    w.talk(speaker, Talk::Quiet);
+    w.run_for(secs(1));
+    assert_eq!(speaking_told(&w, listener, speaker_user), vec![true, false]);
+    // A second sentence is heard in-band again.
+    w.talk(speaker, Talk::Speech(30));
+    w.run_for(secs(1));
+    w.talk(speaker, Talk::Quiet);
+    w.run_for(secs(1));
+    assert_eq!(speaking_told(&w, listener, speaker_user), vec![true, false]);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! One voice call, sans-IO: the media connection ([`ClientMedia`]) and the audio engine
 //! ([`VoiceEngine`]) wired together, so the caller only moves datagrams, device buffers and
 //! time. The SFU's slot map routes each receive slot to its user (and so to that user's
-//! volume, and away from my own stream); its speaking messages and the connection state come
-//! out as [`CallEvent`]s for the voice model.
+//! volume, and away from my own stream); speaking ([`SpeakingView`]: the levels of what I
+//! hear, the SFU's word for the rest) and the connection state come out as [`CallEvent`]s
+//! for the voice model.
 //!
 //! What stays outside: the UDP socket, the device callbacks and the signaling exchange
 //! (offer → `join`, `joined` → [`VoiceCall::accept_answer`]).
@@ -17,6 +18,7 @@ use haven_proto::UserId;
 use crate::voice::engine::{EngineConfig, EngineError, VoiceEngine};
 use crate::voice::level::LevelReading;
 use crate::voice::media::{ClientMedia, Datagram, MediaConfig, MediaError, MediaEvent};
+use crate::voice::speaking::SpeakingView;
 
 /// What a call reports to the app.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +27,7 @@ pub enum CallEvent {
     Connected,
     /// The SFU is unreachable: ask signaling to rejoin.
     Disconnected,
-    /// The SFU says this user started or stopped speaking.
+    /// This user started or stopped speaking (heard in a slot, or as the SFU says).
     Speaking {
         /// Who.
         user: UserId,
@@ -51,6 +53,7 @@ pub enum CallError {
 pub struct VoiceCall {
     media: ClientMedia,
     engine: VoiceEngine,
+    speaking: SpeakingView,
     events: VecDeque<CallEvent>,
 }
 
@@ -71,6 +74,7 @@ impl VoiceCall {
         media: MediaConfig,
         engine: EngineConfig,
     ) -> Result<(Self, String), CallError> {
+        let slots = media.slots;
         let (media, sdp) = ClientMedia::offer(now, local, media)?;
         let mut engine = VoiceEngine::new(engine, rand::random())?;
         engine.set_self_user(me);
@@ -78,6 +82,7 @@ impl VoiceCall {
             Self {
                 media,
                 engine,
+                speaking: SpeakingView::new(slots),
                 events: VecDeque::new(),
             },
             sdp,
@@ -123,12 +128,19 @@ impl VoiceCall {
         if self.media.poll_timeout() <= now {
             self.media.handle_timeout(now);
         }
+        self.speaking.handle_timeout(now);
         self.pump(now);
     }
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Instant {
-        self.media.poll_timeout()
+        let media = self.media.poll_timeout();
+        self.speaking.poll_timeout().map_or(media, |t| t.min(media))
+    }
+
+    /// Whether `user` is speaking as far as this call knows.
+    pub fn is_speaking(&self, user: UserId) -> bool {
+        self.speaking.is_speaking(user)
     }
 
     /// Next datagram to send.
@@ -161,8 +173,12 @@ impl VoiceCall {
                     slot,
                     rtp_timestamp,
                     payload,
-                    ..
-                } => self.engine.push_rtp(now, slot, rtp_timestamp, &payload),
+                    audio_level,
+                    voice,
+                } => {
+                    self.speaking.on_audio(now, slot, audio_level, voice);
+                    self.engine.push_rtp(now, slot, rtp_timestamp, &payload);
+                }
                 MediaEvent::Connected => self.events.push_back(CallEvent::Connected),
                 MediaEvent::Disconnected => self.events.push_back(CallEvent::Disconnected),
                 MediaEvent::ChannelOpen => {}
@@ -170,14 +186,16 @@ impl VoiceCall {
                     for entry in &slots {
                         if let Some(slot) = self.media.slot_of_mid(&entry.mid) {
                             self.engine.set_slot_user(slot, entry.user);
+                            self.speaking.set_slot_user(slot, entry.user);
                         }
                     }
                     self.events.push_back(CallEvent::Slots(slots));
                 }
-                MediaEvent::Speaking { user, on, .. } => {
-                    self.events.push_back(CallEvent::Speaking { user, on })
-                }
+                MediaEvent::Speaking { user, on, .. } => self.speaking.on_told(user, on),
             }
+        }
+        while let Some((user, on)) = self.speaking.poll_change() {
+            self.events.push_back(CallEvent::Speaking { user, on });
         }
     }
 }

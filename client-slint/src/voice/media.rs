@@ -71,12 +71,14 @@ pub enum MediaEvent {
         rtp_timestamp: u32,
         /// Opus payload.
         payload: Vec<u8>,
-        /// RFC 6464 level, if the packet carried one.
+        /// RFC 6464 level (negative dBov), if the packet carried one.
         audio_level: Option<i8>,
+        /// RFC 6464 voice-activity flag, if the packet carried one.
+        voice: Option<bool>,
     },
     /// The SFU's slot map (who is in which slot).
     Slots(Vec<SlotEntry>),
-    /// Speaking on/off from the SFU.
+    /// Speaking on/off from the SFU (for users this client does not hear in a slot).
     Speaking {
         /// Their session.
         session: SessionId,
@@ -368,6 +370,7 @@ impl ClientMedia {
                     rtp_timestamp: p.header.timestamp,
                     payload: p.payload.to_vec(),
                     audio_level: p.header.ext_vals.audio_level,
+                    voice: p.header.ext_vals.voice_activity,
                 });
             }
             _ => {}

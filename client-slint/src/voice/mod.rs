@@ -12,6 +12,7 @@ pub mod mixer;
 pub mod resample;
 pub mod runner;
 pub mod session;
+pub mod speaking;
 pub mod speech;
 pub mod state;
 

@@ -1,8 +1,12 @@
-//! RFC 6464 audio levels turned into what speaker selection needs: a smoothed loudness per
-//! participant and a speaking flag that does not flicker between words.
+//! RFC 6464 audio levels turned into a smoothed loudness and a speaking flag that does not
+//! flicker between words: the one definition of "speaking" in Haven.
 //!
 //! Levels arrive as -dBov (0 = loudest, 127 = silence) in every packet's header extension,
-//! so the SFU never decodes audio to know who is talking.
+//! so nobody decodes audio to know who is talking. The SFU runs a meter per publisher for
+//! speaker selection and the roster; each client runs one per receive slot on the very
+//! packets it plays, so a speaker it hears lights up in step with the sound and without a
+//! message from the SFU (which sends speaking over the data channel only for speakers a
+//! client does not hear).
 
 use std::time::{Duration, Instant};
 
