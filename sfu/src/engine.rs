@@ -19,6 +19,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxHashMap;
+
 use haven_proto::control::{
     Answer, ControlBody, ControlError, ControlMessage, ErrorCode, LeaveReason, NodeLoad, Offer,
     ParticipantLeft, RoomRoster, RoomStats, RosterEntry, SpeakingEvent,
@@ -112,11 +114,13 @@ pub struct SfuEngine {
     /// The provider in `rtc_config`; sealers for the lean egress path come from it.
     crypto: Arc<CryptoProvider>,
     admission: Admission,
-    participants: HashMap<ParticipantId, Participant>,
+    /// Ids are ours (a counter) and rooms come from signed grants, so the fast hash is safe
+    /// here; tables keyed by what strangers send (addresses, ufrags) keep SipHash.
+    participants: FxHashMap<ParticipantId, Participant>,
     sessions: HashMap<SessionId, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
-    rooms: HashMap<RoomId, VoiceRoom>,
+    rooms: FxHashMap<RoomId, VoiceRoom>,
     timers: TimerHeap<ParticipantId>,
     next_housekeeping: Option<Instant>,
     out: Outbox,
@@ -143,11 +147,11 @@ impl SfuEngine {
             crypto,
             admission,
             cfg,
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            rooms: HashMap::new(),
+            rooms: FxHashMap::default(),
             timers: TimerHeap::default(),
             next_housekeeping: None,
             out: Outbox::default(),

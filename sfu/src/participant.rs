@@ -55,6 +55,9 @@ pub(crate) struct Outbox {
     /// a forwarded packet reuses the last one sent, still in cache, instead of a fresh
     /// allocation that is freed again a moment later.
     pub buffers: Vec<Vec<u8>>,
+    /// Scratch for one plain RTP packet on its way to a subscriber's sealer: one for the
+    /// engine, warm in cache, rather than one per participant, cold at every fan-out.
+    pub rtp_scratch: Vec<u8>,
 }
 
 /// Capacity of a pooled datagram buffer: any forwarded packet fits.
@@ -157,8 +160,6 @@ pub(crate) struct Participant {
     egress: Egress,
     ingress: Ingress,
     publish_level_id: Option<u8>,
-    /// Scratch for one plain RTP packet.
-    rtp_buf: Vec<u8>,
     pub channel: Option<ChannelId>,
     pub connected: bool,
     pub joined_at: Instant,
@@ -234,7 +235,6 @@ impl Participant {
             egress: Egress::Undecided,
             ingress: Ingress::Waiting,
             publish_level_id: init.publish_level_id,
-            rtp_buf: Vec::with_capacity(1500),
             channel: None,
             connected: false,
             joined_at: init.now,
@@ -311,10 +311,12 @@ impl Participant {
                 audio_level: pkt.audio_level,
                 mid: rs.mid.as_bytes(),
             };
-            let header_len = write_rtp(&mut self.rtp_buf, &self.ext_ids, &fields, &pkt.payload);
-            let mut contents = out.buffer(self.rtp_buf.len() + 16);
+            let plain = &mut out.rtp_scratch;
+            let header_len = write_rtp(plain, &self.ext_ids, &fields, &pkt.payload);
+            let plain_len = plain.len();
+            let mut contents = out.buffer(plain_len + 16);
             if sealer
-                .seal(&self.rtp_buf, header_len, *ssrc, index, &mut contents)
+                .seal(&out.rtp_scratch, header_len, *ssrc, index, &mut contents)
                 .is_err()
             {
                 return Ok(Forwarded::NoSlot);
