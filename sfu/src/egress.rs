@@ -21,13 +21,14 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
     SrtpProfile,
 };
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
-    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
+    AeadAes128Gcm, Aes128CmSha1_80, Aes128CmSha1_80Cipher, CryptoError, CryptoProvider,
+    Sha1HmacProvider, SrtpProvider,
 };
 use str0m::{Rtc, RtcConfig};
 
@@ -192,6 +193,8 @@ const LABEL_RTP_SALT: u8 = 2;
 pub enum SealerError {
     #[error("SRTP profile {0:?} is not supported on the lean path")]
     UnsupportedProfile(SrtpProfile),
+    #[error("the SRTP key was refused by the cipher")]
+    BadKey,
     #[error("keying material is {got} bytes, {profile:?} needs {want}")]
     BadMaterialLength {
         profile: SrtpProfile,
@@ -203,14 +206,11 @@ pub enum SealerError {
 /// The RTP half of an SRTP context (RFC 3711 §4.3 / RFC 7714 §12 key derivation), one
 /// direction. Shared by [`RtpSealer`] and [`crate::ingress::RtpOpener`].
 pub(crate) enum Cipher {
-    Gcm128 {
-        salt: [u8; 12],
-        c: Box<dyn AeadAes128GcmCipher>,
-    },
-    Gcm256 {
-        salt: [u8; 12],
-        c: Box<dyn AeadAes256GcmCipher>,
-    },
+    /// AEAD_AES_128_GCM or AEAD_AES_256_GCM (RFC 7714), with ring's AES-GCM: its key
+    /// schedule and GHASH table sit inline in `key` (str0m's aws-lc cipher keeps them two
+    /// pointers away), so the fan-out's prefetch pass can ask for every line of a
+    /// subscriber's key at once instead of missing on them one after another in the seal.
+    Gcm { salt: [u8; 12], key: LessSafeKey },
     CmSha1 {
         salt: [u8; 14],
         auth_key: [u8; 20],
@@ -233,14 +233,48 @@ pub(crate) fn prefetch<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
+/// [`prefetch`] every cache line of `v`.
+#[inline(always)]
+fn prefetch_all<T>(v: &T) {
+    let p = (v as *const T).cast::<u8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+        prefetch(p.wrapping_add(offset));
+    }
+}
+
+/// SRTP AES-GCM authentication tag length (both key sizes).
+pub(crate) const GCM_TAG_LEN: usize = 16;
+
+/// RFC 7714 §8.1 IV (the same for both key sizes).
+pub(crate) fn gcm_iv(salt: [u8; 12], ssrc: u32, index: u64) -> Nonce {
+    Nonce::assume_unique_for_key(AeadAes128Gcm::rtp_iv(
+        salt,
+        ssrc,
+        (index >> 16) as u32,
+        index as u16,
+    ))
+}
+
 impl Cipher {
-    /// Prefetch the state a seal or open reads first (see [`prefetch`]).
+    /// Prefetch the state a seal or open reads (see [`prefetch`]).
     pub(crate) fn prefetch(&self) {
         match self {
-            Cipher::Gcm128 { c, .. } => prefetch(&**c),
-            Cipher::Gcm256 { c, .. } => prefetch(&**c),
+            Cipher::Gcm { key, .. } => prefetch_all(key),
             Cipher::CmSha1 { c, .. } => prefetch(&**c),
         }
+    }
+
+    fn gcm(key: &[u8], salt: [u8; 12]) -> Result<Self, SealerError> {
+        let algorithm = if key.len() == 16 {
+            &AES_128_GCM
+        } else {
+            &AES_256_GCM
+        };
+        let key = UnboundKey::new(algorithm, key).map_err(|_| SealerError::BadKey)?;
+        Ok(Cipher::Gcm {
+            salt,
+            key: LessSafeKey::new(key),
+        })
     }
 
     /// The cipher for what the DTLS client (`client`) or server writes; `encrypt` picks the
@@ -258,16 +292,14 @@ impl Cipher {
                 let (mut key, mut salt) = ([0; 16], [0; 12]);
                 kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
                 kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
-                let c = srtp.aead_aes_128_gcm().create_cipher(key, encrypt);
-                Cipher::Gcm128 { salt, c }
+                Cipher::gcm(&key, salt)?
             }
             SrtpProfile::AEAD_AES_256_GCM => {
                 let (master, msalt) = material_half::<32, 12>(keys, client)?;
                 let (mut key, mut salt) = ([0; 32], [0; 12]);
                 kdf(srtp, &master, &msalt, LABEL_RTP_ENCRYPTION, &mut key);
                 kdf(srtp, &master, &msalt, LABEL_RTP_SALT, &mut salt);
-                let c = srtp.aead_aes_256_gcm().create_cipher(key, encrypt);
-                Cipher::Gcm256 { salt, c }
+                Cipher::gcm(&key, salt)?
             }
             SrtpProfile::AES128_CM_SHA1_80 => {
                 let (master, msalt) = material_half::<16, 14>(keys, client)?;
@@ -304,9 +336,9 @@ impl RtpSealer {
 
 impl std::fmt::Debug for RtpSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let profile = match self.cipher {
-            Cipher::Gcm128 { .. } => "AEAD_AES_128_GCM",
-            Cipher::Gcm256 { .. } => "AEAD_AES_256_GCM",
+        let profile = match &self.cipher {
+            Cipher::Gcm { key, .. } if key.algorithm() == &AES_128_GCM => "AEAD_AES_128_GCM",
+            Cipher::Gcm { .. } => "AEAD_AES_256_GCM",
             Cipher::CmSha1 { .. } => "AES128_CM_SHA1_80",
         };
         f.debug_struct("RtpSealer")
@@ -338,15 +370,17 @@ impl RtpSealer {
         let start = out.len();
         out.extend_from_slice(header);
         match &mut self.cipher {
-            Cipher::Gcm128 { salt, c: enc } => {
-                let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                out.resize(start + packet.len() + AeadAes128Gcm::TAG_LEN, 0);
-                enc.encrypt(&iv, header, payload, &mut out[start + header_len..])
-            }
-            Cipher::Gcm256 { salt, c: enc } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, (index >> 16) as u32, index as u16);
-                out.resize(start + packet.len() + AeadAes256Gcm::TAG_LEN, 0);
-                enc.encrypt(&iv, header, payload, &mut out[start + header_len..])
+            Cipher::Gcm { salt, key } => {
+                out.extend_from_slice(payload);
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        gcm_iv(*salt, ssrc, index),
+                        Aad::from(header),
+                        &mut out[start + header_len..],
+                    )
+                    .map_err(|_| CryptoError::Other("AES-GCM seal failed".into()))?;
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
             }
             Cipher::CmSha1 {
                 salt,
@@ -586,13 +620,7 @@ mod tests {
             "36de3adf8833899d7f27beb16a9152cf765ee4390cce"
         ));
         let mut sealer = RtpSealer {
-            cipher: Cipher::Gcm128 {
-                salt,
-                c: crypto
-                    .srtp_provider
-                    .aead_aes_128_gcm()
-                    .create_cipher(key, true),
-            },
+            cipher: Cipher::gcm(&key, salt).unwrap(),
             scratch: Vec::new(),
         };
         let mut out = vec![0xaa];

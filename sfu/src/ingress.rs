@@ -11,9 +11,10 @@
 //! RFC 3711 §3.3: the packet index is estimated from the highest index seen (Appendix A),
 //! authenticated before anything is trusted, and a 64-packet window refuses replays.
 
-use str0m::crypto::{AeadAes128Gcm, AeadAes256Gcm, Aes128CmSha1_80, CryptoProvider};
+use ring::aead::Aad;
+use str0m::crypto::{Aes128CmSha1_80, CryptoProvider};
 
-use crate::egress::{Cipher, SealerError, SrtpKeys};
+use crate::egress::{gcm_iv, Cipher, SealerError, SrtpKeys, GCM_TAG_LEN};
 
 /// One received RTP packet, decrypted, as forwarding needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,27 +221,20 @@ impl RtpOpener {
         }
         let (header, body) = datagram.split_at(h.header_len);
         let mut payload = match &mut self.cipher {
-            Cipher::Gcm128 { salt, c: dec } => {
-                let Some(out_len) = body.len().checked_sub(AeadAes128Gcm::TAG_LEN) else {
-                    return Opened::Refused;
-                };
-                let iv = AeadAes128Gcm::rtp_iv(*salt, h.ssrc, (index >> 16) as u32, h.seq);
-                let mut out = vec![0; out_len];
-                if dec.decrypt(&iv, &[header], body, &mut out).is_err() {
+            Cipher::Gcm { salt, key } => {
+                if body.len() < GCM_TAG_LEN {
                     return Opened::Refused;
                 }
-                out
-            }
-            Cipher::Gcm256 { salt, c: dec } => {
-                let Some(out_len) = body.len().checked_sub(AeadAes256Gcm::TAG_LEN) else {
-                    return Opened::Refused;
-                };
-                let iv = AeadAes256Gcm::rtp_iv(*salt, h.ssrc, (index >> 16) as u32, h.seq);
-                let mut out = vec![0; out_len];
-                if dec.decrypt(&iv, &[header], body, &mut out).is_err() {
-                    return Opened::Refused;
+                let mut buf = body.to_vec();
+                let iv = gcm_iv(*salt, h.ssrc, index);
+                match key.open_in_place(iv, Aad::from(header), &mut buf) {
+                    Ok(plain) => {
+                        let n = plain.len();
+                        buf.truncate(n);
+                        buf
+                    }
+                    Err(_) => return Opened::Refused,
                 }
-                out
             }
             Cipher::CmSha1 {
                 salt,
