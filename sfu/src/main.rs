@@ -102,7 +102,7 @@ struct Args {
     drain_timeout_secs: u64,
 
     /// Milliseconds between heartbeats to signaling.
-    #[arg(long, env = "HAVEN_SFU_HEARTBEAT_MS", default_value_t = 1000)]
+    #[arg(long, env = "HAVEN_SFU_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
 
     /// Seconds between per-room statistics reports to signaling.

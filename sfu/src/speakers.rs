@@ -13,11 +13,11 @@
 //!    never the dominant speaker, and only after it held the slot for `min_hold`;
 //! 4. otherwise the speaker may become the runner-up.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use haven_proto::speaking::{LevelConfig, LevelMeter};
+use rustc_hash::FxHashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SelectionConfig {
@@ -71,7 +71,7 @@ struct Member {
 #[derive(Debug)]
 pub struct SpeakerSelector<K> {
     cfg: SelectionConfig,
-    members: HashMap<K, Member>,
+    members: FxHashMap<K, Member>,
     selected: Vec<Option<K>>,
     runner_up: Option<K>,
     dominant: Option<K>,
@@ -81,7 +81,7 @@ impl<K: Copy + Eq + Hash> SpeakerSelector<K> {
     pub fn new(slots: usize, cfg: SelectionConfig) -> Self {
         Self {
             cfg,
-            members: HashMap::new(),
+            members: FxHashMap::default(),
             selected: vec![None; slots],
             runner_up: None,
             dominant: None,

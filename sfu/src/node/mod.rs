@@ -110,7 +110,7 @@ impl NodeConfig {
             default_slots: 3,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
             drain_timeout: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
             room_stats_interval: Duration::from_secs(5),
             udp_buffer_bytes: 4 << 20,
         }

@@ -49,8 +49,10 @@ const BATCHES_PER_TURN: usize = 8;
 /// Speaking events and room statistics wait up to this long to travel to the control task
 /// together: each report wakes it and costs a QUIC packet, and at 500 participants the
 /// ~80 speaking changes a second made the control thread a twentieth of the node's CPU.
-/// Anything else (replies, joins, leaves, rosters) goes at once, after what is waiting.
-const NOTIFY_BATCH: Duration = Duration::from_millis(50);
+/// Signaling uses speaking only for the roster people outside the call see (those in it
+/// meter what they hear, see `haven_proto::speaking`), where a fifth of a second is not
+/// noticed. Anything else (replies, joins, leaves, rosters) goes at once, after what waits.
+const NOTIFY_BATCH: Duration = Duration::from_millis(200);
 
 /// What the control task asks of a worker.
 #[derive(Debug)]
