@@ -1,6 +1,8 @@
 //! Messages the SFU sends each participant over its data channel: which user is in which
-//! receive slot, and who started or stopped speaking. Small JSON, versioned, so a browser
-//! client can read them with `JSON.parse`.
+//! receive slot, and who started or stopped speaking among those the participant does not
+//! hear (a client sees a speaker it hears in the audio levels of the packets, with the meter
+//! in [`crate::speaking`]). Small JSON, versioned, so a browser client can read them with
+//! `JSON.parse`.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +26,9 @@ pub struct SfuToClient {
 pub enum SfuToClientBody {
     /// The complete slot map; sent when the channel opens and whenever it changes.
     Slots { slots: Vec<SlotEntry> },
-    /// Someone in the room started (`on`) or stopped speaking.
+    /// Someone in the room the client does not hear in a slot (or anyone, while it is
+    /// deafened) started (`on`) speaking; `off` follows every `on`. Speakers in the client's
+    /// slots are not announced: their packets' RFC 6464 levels say it.
     Speaking {
         session: SessionId,
         user: UserId,
