@@ -280,7 +280,7 @@ impl Cipher {
     }
 
     /// The cipher for what the DTLS client (`client`) or server writes; `encrypt` picks the
-    /// direction of the underlying cipher.
+    /// direction of the underlying AES-CM cipher (an AES-GCM key seals and opens alike).
     pub(crate) fn new(
         crypto: &CryptoProvider,
         keys: &SrtpKeys,

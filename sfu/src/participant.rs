@@ -405,7 +405,6 @@ impl Participant {
         }
     }
 
-    /// True when forwarded packets bypass str0m for this subscriber.
     /// Whether its client hears `who` in one of its slots (and so sees `who` speak in the
     /// forwarded packets' audio levels).
     pub fn hears(&self, who: ParticipantId) -> bool {
@@ -414,6 +413,7 @@ impl Participant {
             && self.slots.iter().any(|s| s.announced == Some(Some(who)))
     }
 
+    /// True when forwarded packets bypass str0m for this subscriber.
     pub fn lean_egress(&self) -> bool {
         matches!(self.egress, Egress::Lean(_))
     }

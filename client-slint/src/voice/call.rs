@@ -138,11 +138,6 @@ impl VoiceCall {
         self.speaking.poll_timeout().map_or(media, |t| t.min(media))
     }
 
-    /// Whether `user` is speaking as far as this call knows.
-    pub fn is_speaking(&self, user: UserId) -> bool {
-        self.speaking.is_speaking(user)
-    }
-
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
         self.media.poll_transmit()
