@@ -669,15 +669,10 @@ mod tests {
     fn kicks_bans_and_refusals_end_voice_with_a_reason() {
         let t0 = Instant::now();
         let chan = Uuid::new_v4();
-        let mut m = SignalingMachine::new(t0, 2);
-        m.start(t0, "tok".into());
-        connect_ready(&mut m, t0, UserId::new_random());
-        events(&mut m);
-        m.join(chan, "offer".into());
-        let join = sent(&mut m).pop().unwrap();
+        let (mut m, join) = joining(t0, chan);
         m.handle_text(
             t0,
-            &ServerMessage::error(join.id, ErrorCode::Forbidden, "not permitted").encode(),
+            &ServerMessage::error(join, ErrorCode::Forbidden, "not permitted").encode(),
         );
         assert!(matches!(
             events(&mut m)[..],
