@@ -98,6 +98,10 @@ pub struct Counters {
     /// RTCP compound packets from connected peers: counted, not read (see
     /// `SfuEngine::handle_udp`).
     pub rtcp_in: u64,
+    /// STUN consent refreshes answered by the lean responder (not by str0m).
+    pub stun_lean: u64,
+    /// Times a participant's ICE went to disconnected (it may come back within the grace).
+    pub ice_disconnects: u64,
     /// Speech or silence from participants not in any slot (normal, not an error).
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,

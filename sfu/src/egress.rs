@@ -368,20 +368,44 @@ impl RtpSealer {
         index: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        let (header, payload) = packet.split_at(header_len);
         let start = out.len();
-        out.extend_from_slice(header);
+        out.extend_from_slice(packet);
+        let sealed = self.seal_in_place(out, start, header_len, ssrc, index);
+        if sealed.is_err() {
+            out.truncate(start);
+        }
+        sealed
+    }
+
+    /// Turn the plain RTP packet in `buf[start..]` (header of `header_len` bytes, then
+    /// payload) into SRTP where it lies: the payload is encrypted in place and the tag
+    /// appended. The forwarding path writes each subscriber's packet straight into the
+    /// datagram buffer it is sent from, so no copy of the packet is made on the way.
+    pub fn seal_in_place(
+        &mut self,
+        buf: &mut Vec<u8>,
+        start: usize,
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Result<(), CryptoError> {
+        let payload_at = start + header_len;
+        if payload_at > buf.len() {
+            return Err(CryptoError::Other(
+                "RTP header longer than the packet".into(),
+            ));
+        }
         match &mut self.cipher {
             Cipher::Gcm { salt, key } => {
-                out.extend_from_slice(payload);
+                let (header, payload) = buf[start..].split_at_mut(header_len);
                 let tag = key
                     .seal_in_place_separate_tag(
                         gcm_iv(*salt, ssrc, index),
-                        Aad::from(header),
-                        &mut out[start + header_len..],
+                        Aad::from(&*header),
+                        payload,
                     )
                     .map_err(|_| CryptoError::Other("AES-GCM seal failed".into()))?;
-                out.extend_from_slice(tag.as_ref());
+                buf.extend_from_slice(tag.as_ref());
                 Ok(())
             }
             Cipher::CmSha1 {
@@ -391,14 +415,15 @@ impl RtpSealer {
                 hmac,
             } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
+                let payload_len = buf.len() - payload_at;
                 self.scratch.clear();
-                self.scratch.resize(payload.len() + 15, 0);
-                enc.encrypt(&iv, payload, &mut self.scratch)?;
-                out.extend_from_slice(&self.scratch[..payload.len()]);
-                let tag_at = out.len();
-                out.resize(tag_at + Aes128CmSha1_80::HMAC_TAG_LEN, 0);
+                self.scratch.resize(payload_len + 15, 0);
+                enc.encrypt(&iv, &buf[payload_at..], &mut self.scratch)?;
+                buf[payload_at..].copy_from_slice(&self.scratch[..payload_len]);
+                let tag_at = buf.len();
+                buf.resize(tag_at + Aes128CmSha1_80::HMAC_TAG_LEN, 0);
                 let sha1 = |k: &[u8], p: &[&[u8]]| hmac.sha1_hmac(k, p);
-                Aes128CmSha1_80::rtp_hmac(sha1, auth_key, &mut out[start..], index, tag_at - start);
+                Aes128CmSha1_80::rtp_hmac(sha1, auth_key, &mut buf[start..], index, tag_at - start);
                 Ok(())
             }
         }

@@ -46,6 +46,7 @@ use crate::participant::{
 };
 use crate::room::VoiceRoom;
 use crate::speakers::Route;
+use crate::stun::{remote_ufrag, StunResponder};
 use crate::timers::TimerHeap;
 
 /// Something the control link should know about.
@@ -189,9 +190,12 @@ impl SfuEngine {
             .admission
             .admit(&offer.grant, offer.room, now_unix)
             .inspect_err(|_| self.counters.grants_refused += 1)?;
-        let (negotiated, ufrag) = self
+        let (negotiated, creds) = self
             .negotiate(now, &offer.sdp)
             .inspect_err(|_| self.counters.offers_refused += 1)?;
+        let stun = remote_ufrag(&offer.sdp)
+            .map(|theirs| StunResponder::new(&creds.ufrag, &creds.pass, theirs));
+        let ufrag = creds.ufrag;
 
         if let Some(old) = self.sessions.get(&claims.sid).copied() {
             self.remove_participant(now, old, LeaveReason::Replaced);
@@ -231,6 +235,7 @@ impl SfuEngine {
             ext_ids: negotiated.ext_ids,
             publish_level_id: negotiated.publish_level_id,
             local_addr: self.cfg.media_addr,
+            stun,
         });
         reschedule(&mut self.timers, &mut participant);
         room.add(id);
@@ -268,6 +273,7 @@ impl SfuEngine {
         }
         let kind = classify(bytes);
         let is_media = matches!(kind, DatagramKind::Media);
+        let is_stun = matches!(kind, DatagramKind::Stun { .. });
         let target = match kind {
             DatagramKind::Garbage => Err(DropReason::Garbage),
             DatagramKind::Stun {
@@ -295,6 +301,26 @@ impl SfuEngine {
                 return;
             }
         };
+        if is_stun {
+            // A consent refresh on the pair media already uses is answered here; str0m
+            // still sees one every few seconds, and everything else (`crate::stun`).
+            if let Some(p) = self.participants.get_mut(&pid) {
+                let out = &mut self.out;
+                match catch_unwind(AssertUnwindSafe(|| p.answer_stun(now, source, bytes, out))) {
+                    Ok(true) => {
+                        self.counters.stun_lean += 1;
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(_) => {
+                        self.counters.participant_panics += 1;
+                        self.doomed.push((pid, LeaveReason::Failed));
+                        self.pump(now);
+                        return;
+                    }
+                }
+            }
+        }
         if is_media {
             if let Some(p) = self.participants.get_mut(&pid) {
                 // RTCP from a connected peer is counted and left unread: audio forwarding
@@ -644,14 +670,20 @@ impl SfuEngine {
         }
     }
 
-    /// Answer `sdp` with a fresh `Rtc`; returns it with its (unique) ICE ufrag.
-    fn negotiate(&mut self, now: Instant, sdp: &str) -> Result<(NegotiatedRtc, String), JoinError> {
+    /// Answer `sdp` with a fresh `Rtc`; returns it with its ICE credentials (unique ufrag).
+    fn negotiate(
+        &mut self,
+        now: Instant,
+        sdp: &str,
+    ) -> Result<(NegotiatedRtc, IceCreds), JoinError> {
         if sdp.len() > self.cfg.max_sdp_bytes {
             return Err(JoinError::BadSdp("offer too large".into()));
         }
         let creds = self.unique_ice_creds();
-        let ufrag = creds.ufrag.clone();
-        let config = self.rtc_config.clone().set_local_ice_credentials(creds);
+        let config = self
+            .rtc_config
+            .clone()
+            .set_local_ice_credentials(creds.clone());
         let media_addr = self.cfg.media_addr;
         let max_slots = usize::from(self.cfg.max_slots);
         let out = &mut self.out;
@@ -659,7 +691,7 @@ impl SfuEngine {
         match catch_unwind(AssertUnwindSafe(|| {
             negotiate_rtc(now, config, media_addr, sdp, max_slots, out)
         })) {
-            Ok(result) => result.map(|n| (n, ufrag)),
+            Ok(result) => result.map(|n| (n, creds)),
             Err(_) => {
                 self.counters.participant_panics += 1;
                 Err(JoinError::BadSdp("offer could not be processed".into()))
@@ -852,6 +884,7 @@ impl SfuEngine {
                     .push_back(SfuEvent::RosterChanged { room: p.room });
             }
             Signal::IceDisconnected => {
+                self.counters.ice_disconnects += 1;
                 p.disconnected_at.get_or_insert(now);
             }
             Signal::IceReconnected => p.disconnected_at = None,

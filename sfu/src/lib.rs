@@ -40,6 +40,7 @@ pub mod participant;
 pub mod room;
 pub mod slots;
 pub mod speakers;
+pub mod stun;
 pub mod timers;
 
 pub use config::SfuConfig;

@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::egress::{write_rtp, ExtIds, KeySlot, RtpFields, RtpSealer};
 use crate::ingress::{Inbound, Opened, RtpOpener};
 use crate::slots::ForwardingSlot;
+use crate::stun::{StunResponder, StunVerdict};
 
 /// Engine-local handle of a participant; never reused within an engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,11 +56,11 @@ pub(crate) struct Outbox {
     /// a forwarded packet reuses the last one sent, still in cache, instead of a fresh
     /// allocation that is freed again a moment later.
     pub buffers: Vec<Vec<u8>>,
-    /// Scratch for one plain RTP packet on its way to a subscriber's sealer: one for the
-    /// engine, warm in cache, rather than one per participant, cold at every fan-out.
-    pub rtp_scratch: Vec<u8>,
 }
 
+/// Room for a forwarded packet's RTP header (12 bytes, the one-byte extension block with
+/// audio level and MID) and its SRTP tag (16 bytes for AES-GCM, 10 for HMAC-SHA1).
+const MAX_RTP_OVERHEAD: usize = 12 + 4 + 24 + 16;
 /// Capacity of a pooled datagram buffer: any forwarded packet fits.
 pub(crate) const POOLED_BUFFER: usize = 1500;
 /// Buffers kept for reuse per engine (a few receive batches' worth of fan-out).
@@ -160,6 +161,9 @@ pub(crate) struct Participant {
     egress: Egress,
     ingress: Ingress,
     publish_level_id: Option<u8>,
+    /// Answers plain consent refreshes without str0m ([`crate::stun`]); `None` when the
+    /// offer named no ICE ufrag we could read.
+    stun: Option<StunResponder>,
     pub channel: Option<ChannelId>,
     pub connected: bool,
     pub joined_at: Instant,
@@ -195,6 +199,7 @@ pub(crate) struct ParticipantInit {
     pub ext_ids: ExtIds,
     pub publish_level_id: Option<u8>,
     pub local_addr: SocketAddr,
+    pub stun: Option<StunResponder>,
 }
 
 impl Participant {
@@ -235,6 +240,7 @@ impl Participant {
             egress: Egress::Undecided,
             ingress: Ingress::Waiting,
             publish_level_id: init.publish_level_id,
+            stun: init.stun,
             channel: None,
             connected: false,
             joined_at: init.now,
@@ -311,14 +317,14 @@ impl Participant {
                 audio_level: pkt.audio_level,
                 mid: rs.mid.as_bytes(),
             };
-            let plain = &mut out.rtp_scratch;
-            let header_len = write_rtp(plain, &self.ext_ids, &fields, &pkt.payload);
-            let plain_len = plain.len();
-            let mut contents = out.buffer(plain_len + 16);
+            // Written straight into the datagram buffer and sealed there: no copy.
+            let mut contents = out.buffer(pkt.payload.len() + MAX_RTP_OVERHEAD);
+            let header_len = write_rtp(&mut contents, &self.ext_ids, &fields, &pkt.payload);
             if sealer
-                .seal(&out.rtp_scratch, header_len, *ssrc, index, &mut contents)
+                .seal_in_place(&mut contents, 0, header_len, *ssrc, index)
                 .is_err()
             {
+                out.recycle(contents);
                 return Ok(Forwarded::NoSlot);
             }
             out.transmits.push_back(Transmit {
@@ -389,6 +395,34 @@ impl Participant {
             self.media_destination = Some(source);
         }
         opened
+    }
+
+    /// Answer a STUN message from `source` here if it is a plain consent refresh on the
+    /// pair media already uses (see [`crate::stun`]); `false` hands it to str0m.
+    pub fn answer_stun(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        out: &mut Outbox,
+    ) -> bool {
+        if !self.connected || self.media_destination != Some(source) {
+            return false;
+        }
+        let Some(responder) = self.stun.as_mut() else {
+            return false;
+        };
+        let mut reply = out.buffer(crate::stun::MAX_REPLY);
+        if responder.handle(now, source, datagram, &mut reply) == StunVerdict::ToRtc {
+            out.recycle(reply);
+            return false;
+        }
+        out.transmits.push_back(Transmit {
+            source: self.local_addr,
+            destination: source,
+            contents: reply,
+        });
+        true
     }
 
     /// Start loading what [`Self::forward`] into `slot` reads first, so that the cache

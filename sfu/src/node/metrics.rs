@@ -95,6 +95,18 @@ const WORKER_FAMILIES: &[(&str, &str, &str, Field)] = &[
         |g| &g.rtcp_in,
     ),
     (
+        "haven_sfu_stun_answered_lean_total",
+        "counter",
+        "STUN consent refreshes answered by the SFU itself rather than str0m.",
+        |g| &g.stun_lean,
+    ),
+    (
+        "haven_sfu_ice_disconnects_total",
+        "counter",
+        "Times a participant's ICE connection went to disconnected (it may recover within the grace period).",
+        |g| &g.ice_disconnects,
+    ),
+    (
         "haven_sfu_rtp_packets_not_selected_total",
         "counter",
         "RTP packets from speakers not in any slot (normal).",

@@ -67,6 +67,8 @@ pub struct CounterTotals {
     pub rtp_forwarded_lean: u64,
     pub rtp_in_lean: u64,
     pub rtcp_in: u64,
+    pub stun_lean: u64,
+    pub ice_disconnects: u64,
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,
     pub joins_accepted: u64,
@@ -84,6 +86,8 @@ impl CounterTotals {
         self.rtp_forwarded_lean += c.rtp_forwarded_lean;
         self.rtp_in_lean += c.rtp_in_lean;
         self.rtcp_in += c.rtcp_in;
+        self.stun_lean += c.stun_lean;
+        self.ice_disconnects += c.ice_disconnects;
         self.rtp_not_selected += c.rtp_not_selected;
         self.datagrams_out += c.datagrams_out;
         self.joins_accepted += c.joins_accepted;
@@ -140,6 +144,8 @@ atomics!(WorkerGauges {
     rtp_forwarded_lean,
     rtp_in_lean,
     rtcp_in,
+    stun_lean,
+    ice_disconnects,
     rtp_not_selected,
     engine_datagrams_out,
     joins_accepted,
@@ -195,6 +201,8 @@ impl WorkerStats {
         set(&g.rtp_forwarded_lean, s.engine.rtp_forwarded_lean);
         set(&g.rtp_in_lean, s.engine.rtp_in_lean);
         set(&g.rtcp_in, s.engine.rtcp_in);
+        set(&g.stun_lean, s.engine.stun_lean);
+        set(&g.ice_disconnects, s.engine.ice_disconnects);
         set(&g.rtp_not_selected, s.engine.rtp_not_selected);
         set(&g.engine_datagrams_out, s.engine.datagrams_out);
         set(&g.joins_accepted, s.engine.joins_accepted);

@@ -83,6 +83,8 @@ pub struct Client {
     pub channel: Option<ChannelId>,
     pub channel_open: bool,
     pub connected: bool,
+    /// Times the client's own ICE agent went to disconnected (its checks went unanswered).
+    pub ice_disconnects: u32,
     pub deadline: Instant,
     pub talk: Talk,
     next_send: Option<Instant>,
@@ -282,6 +284,7 @@ impl World {
             channel: Some(channel),
             channel_open: false,
             connected: false,
+            ice_disconnects: 0,
             deadline: self.now,
             talk: Talk::Quiet,
             next_send: None,
@@ -626,6 +629,9 @@ fn drain_client(c: &mut Client, now: Instant, net: &mut Net) {
 fn on_client_event(c: &mut Client, now: Instant, e: Event) {
     match e {
         Event::Connected => c.connected = true,
+        Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected) => {
+            c.ice_disconnects += 1;
+        }
         Event::ChannelOpen(id, _) if Some(id) == c.channel => c.channel_open = true,
         Event::ChannelData(d) => {
             if let Ok(m) = SfuToClient::decode(&d.data) {
