@@ -42,7 +42,8 @@ use crate::ingress::{Inbound, Opened};
 use crate::media::{sfu_rtc_config, MAX_OPUS_PAYLOAD};
 use crate::negotiation::{negotiate_rtc, NegotiatedRtc};
 use crate::participant::{
-    Forwarded, Outbox, Participant, ParticipantId, ParticipantInit, Signal, Transmit,
+    Forwarded, Outbox, Participant, ParticipantId, ParticipantInit, ParticipantTable, Signal,
+    Transmit,
 };
 use crate::room::VoiceRoom;
 use crate::speakers::Route;
@@ -115,12 +116,13 @@ pub struct SfuEngine {
     /// The provider in `rtc_config`; sealers for the lean egress path come from it.
     crypto: Arc<CryptoProvider>,
     admission: Admission,
-    /// Ids are ours (a counter) and rooms come from signed grants, so the fast hash is safe
-    /// here; tables keyed by what strangers send (addresses, ufrags) keep SipHash.
-    participants: FxHashMap<ParticipantId, Participant>,
+    /// A slab indexed by the id itself ([`ParticipantTable`]): no hashing on the media path.
+    participants: ParticipantTable,
+    /// Tables keyed by what strangers send (addresses, ufrags) keep SipHash.
     sessions: HashMap<SessionId, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// Rooms come from signed grants, so the fast hash is safe here.
     rooms: FxHashMap<RoomId, VoiceRoom>,
     timers: TimerHeap<ParticipantId>,
     next_housekeeping: Option<Instant>,
@@ -129,7 +131,6 @@ pub struct SfuEngine {
     doomed: Vec<(ParticipantId, LeaveReason)>,
     targets: Vec<(ParticipantId, usize)>,
     counters: Counters,
-    next_id: u64,
 }
 
 impl SfuEngine {
@@ -148,7 +149,7 @@ impl SfuEngine {
             crypto,
             admission,
             cfg,
-            participants: FxHashMap::default(),
+            participants: ParticipantTable::default(),
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
@@ -160,7 +161,6 @@ impl SfuEngine {
             doomed: Vec::new(),
             targets: Vec::new(),
             counters: Counters::default(),
-            next_id: 1,
         })
     }
 
@@ -214,32 +214,33 @@ impl SfuEngine {
             .or_insert_with(|| VoiceRoom::new(claims.room, slots, selection));
         let room_slots = room.selector.slots();
 
-        let id = ParticipantId(self.next_id);
-        self.next_id += 1;
         let mut slot_streams = negotiated.slots;
         slot_streams.truncate(room_slots);
-        let mut participant = Participant::new(ParticipantInit {
-            id,
-            session: claims.sid,
-            user: claims.sub,
-            display_name: claims.name.clone(),
-            room: claims.room,
-            can_speak: claims.can_speak,
-            rtc: negotiated.rtc,
-            ufrag: ufrag.clone(),
-            opus_pt: negotiated.opus_pt,
-            slots: slot_streams,
-            now,
-            deadline: negotiated.deadline,
-            keys: negotiated.keys,
-            ext_ids: negotiated.ext_ids,
-            publish_level_id: negotiated.publish_level_id,
-            local_addr: self.cfg.media_addr,
-            stun,
+        let media_addr = self.cfg.media_addr;
+        let participant = self.participants.insert_with(|id| {
+            Participant::new(ParticipantInit {
+                id,
+                session: claims.sid,
+                user: claims.sub,
+                display_name: claims.name.clone(),
+                room: claims.room,
+                can_speak: claims.can_speak,
+                rtc: negotiated.rtc,
+                ufrag: ufrag.clone(),
+                opus_pt: negotiated.opus_pt,
+                slots: slot_streams,
+                now,
+                deadline: negotiated.deadline,
+                keys: negotiated.keys,
+                ext_ids: negotiated.ext_ids,
+                publish_level_id: negotiated.publish_level_id,
+                local_addr: media_addr,
+                stun,
+            })
         });
-        reschedule(&mut self.timers, &mut participant);
+        let id = participant.id;
+        reschedule(&mut self.timers, participant);
         room.add(id);
-        self.participants.insert(id, participant);
         self.sessions.insert(claims.sid, id);
         self.by_ufrag.insert(ufrag, id);
         self.counters.joins_accepted += 1;
@@ -822,7 +823,11 @@ impl SfuEngine {
         if let Some(room) = self.rooms.get(&room_id) {
             room.targets(obs.route, from, &mut targets);
         }
-        // Two passes: the first only starts loading each subscriber's cold state.
+        // Before forwarding, start loading each subscriber's cold state: their table
+        // entries (addresses known from the ids alone), then what the entries point to.
+        for &(to, _) in &targets {
+            self.participants.prefetch(to);
+        }
         for &(to, slot) in &targets {
             if let Some(sub) = self.participants.get(&to) {
                 sub.prefetch_forward(slot);
