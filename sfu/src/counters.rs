@@ -102,6 +102,8 @@ pub struct Counters {
     pub stun_lean: u64,
     /// Times a participant's ICE went to disconnected (it may come back within the grace).
     pub ice_disconnects: u64,
+    /// `Rtc`s woken for their own timers (ICE, SCTP, DTLS), not for input.
+    pub rtc_timeouts: u64,
     /// Speech or silence from participants not in any slot (normal, not an error).
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,

@@ -377,6 +377,7 @@ impl SfuEngine {
                 Some(p) if p.scheduled == Some(at) => p.scheduled = None,
                 _ => continue,
             }
+            self.counters.rtc_timeouts += 1;
             self.drive(now, pid, Some(Input::Timeout(now)));
         }
         if self.next_housekeeping.is_some_and(|t| t <= now) {

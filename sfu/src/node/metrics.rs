@@ -107,6 +107,12 @@ const WORKER_FAMILIES: &[(&str, &str, &str, Field)] = &[
         |g| &g.ice_disconnects,
     ),
     (
+        "haven_sfu_rtc_timeouts_total",
+        "counter",
+        "Times a participant's str0m Rtc was woken for its own timers (ICE, SCTP, DTLS).",
+        |g| &g.rtc_timeouts,
+    ),
+    (
         "haven_sfu_rtp_packets_not_selected_total",
         "counter",
         "RTP packets from speakers not in any slot (normal).",

@@ -69,6 +69,7 @@ pub struct CounterTotals {
     pub rtcp_in: u64,
     pub stun_lean: u64,
     pub ice_disconnects: u64,
+    pub rtc_timeouts: u64,
     pub rtp_not_selected: u64,
     pub datagrams_out: u64,
     pub joins_accepted: u64,
@@ -88,6 +89,7 @@ impl CounterTotals {
         self.rtcp_in += c.rtcp_in;
         self.stun_lean += c.stun_lean;
         self.ice_disconnects += c.ice_disconnects;
+        self.rtc_timeouts += c.rtc_timeouts;
         self.rtp_not_selected += c.rtp_not_selected;
         self.datagrams_out += c.datagrams_out;
         self.joins_accepted += c.joins_accepted;
@@ -146,6 +148,7 @@ atomics!(WorkerGauges {
     rtcp_in,
     stun_lean,
     ice_disconnects,
+    rtc_timeouts,
     rtp_not_selected,
     engine_datagrams_out,
     joins_accepted,
@@ -203,6 +206,7 @@ impl WorkerStats {
         set(&g.rtcp_in, s.engine.rtcp_in);
         set(&g.stun_lean, s.engine.stun_lean);
         set(&g.ice_disconnects, s.engine.ice_disconnects);
+        set(&g.rtc_timeouts, s.engine.rtc_timeouts);
         set(&g.rtp_not_selected, s.engine.rtp_not_selected);
         set(&g.engine_datagrams_out, s.engine.datagrams_out);
         set(&g.joins_accepted, s.engine.joins_accepted);
