@@ -314,8 +314,7 @@ impl SfuEngine {
                     }
                     Ok(false) => {}
                     Err(_) => {
-                        self.counters.participant_panics += 1;
-                        self.doomed.push((pid, LeaveReason::Failed));
+                        self.participant_panicked(pid);
                         self.pump(now);
                         return;
                     }
@@ -348,8 +347,7 @@ impl SfuEngine {
                     }
                     Ok(Opened::NotMine) => {}
                     Err(_) => {
-                        self.counters.participant_panics += 1;
-                        self.doomed.push((pid, LeaveReason::Failed));
+                        self.participant_panicked(pid);
                         self.pump(now);
                         return;
                     }
@@ -701,6 +699,12 @@ impl SfuEngine {
         }
     }
 
+    /// Processing `pid` panicked: count it and drop that participant (at the next pump).
+    fn participant_panicked(&mut self, pid: ParticipantId) {
+        self.counters.participant_panics += 1;
+        self.doomed.push((pid, LeaveReason::Failed));
+    }
+
     /// Run one participant's `Rtc` with `input`, isolated from panics.
     fn drive(&mut self, now: Instant, pid: ParticipantId, input: Option<Input<'_>>) {
         let Some(p) = self.participants.get_mut(&pid) else {
@@ -714,8 +718,7 @@ impl SfuEngine {
                 self.counters.drop(DropReason::RejectedByRtc);
             }
             Err(_) => {
-                self.counters.participant_panics += 1;
-                self.doomed.push((pid, LeaveReason::Failed));
+                self.participant_panicked(pid);
                 return;
             }
         }
@@ -859,8 +862,7 @@ impl SfuEngine {
                     self.counters.drop(DropReason::RejectedByRtc);
                 }
                 Err(_) => {
-                    self.counters.participant_panics += 1;
-                    self.doomed.push((to, LeaveReason::Failed));
+                    self.participant_panicked(to);
                     continue;
                 }
             }
@@ -1076,8 +1078,7 @@ impl SfuEngine {
                 false
             }
             Err(_) => {
-                self.counters.participant_panics += 1;
-                self.doomed.push((pid, LeaveReason::Failed));
+                self.participant_panicked(pid);
                 return false;
             }
         };

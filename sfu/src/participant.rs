@@ -644,8 +644,8 @@ mod tests {
 #[derive(Default)]
 pub(crate) struct ParticipantTable {
     entries: Vec<Option<Participant>>,
+    /// Indices of the empty entries.
     free: Vec<u32>,
-    len: usize,
     next_seq: u64,
 }
 
@@ -668,7 +668,6 @@ impl ParticipantTable {
             }
         };
         let id = ParticipantId((self.next_seq << 32) | index as u64);
-        self.len += 1;
         self.entries[index].insert(make(id))
     }
 
@@ -694,16 +693,15 @@ impl ParticipantTable {
         }
         let p = entry.take();
         self.free.push(index as u32);
-        self.len -= 1;
         p
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Participant> {

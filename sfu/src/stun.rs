@@ -72,13 +72,7 @@ impl StunResponder {
     }
 
     fn sha1_hmac(&self, parts: &[&[u8]]) -> [u8; 20] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for p in parts {
-            ctx.update(p);
-        }
-        let mut out = [0u8; 20];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        sha1_hmac(&self.key, parts)
     }
 
     /// Answer `datagram` from `source` into `reply` (cleared first) if it is a plain
@@ -129,6 +123,17 @@ impl StunResponder {
     }
 }
 
+/// HMAC-SHA1 over `parts` in order, as STUN's MESSAGE-INTEGRITY wants it.
+fn sha1_hmac(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 20] {
+    let mut ctx = hmac::Context::with_key(key);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 20];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 /// The ICE ufrag of an SDP (`a=ice-ufrag:`; a BUNDLEd offer has one transport).
 pub fn remote_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
@@ -146,15 +151,12 @@ mod tests {
     const OUR_PASS: &str = "server-password-0123456789";
     const THEIRS: &str = "clnt";
 
-    fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
-        let mut ctx = hmac::Context::with_key(&key);
-        for p in parts {
-            ctx.update(p);
-        }
-        let mut out = [0u8; 20];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+    /// What a client does: the key from the password each time.
+    fn hmac_sha1(password: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+        sha1_hmac(
+            &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, password),
+            parts,
+        )
     }
 
     /// A client's request as str0m's agent builds it.
