@@ -170,6 +170,8 @@ pub struct Worker {
     steady_ended: bool,
     cpu_at_start: Option<crate::procstat::CpuReading>,
     peers_total: usize,
+    /// Whether the relay's copy of the next RTP datagram goes before the SFU's.
+    relay_turn: bool,
 }
 
 impl Worker {
@@ -237,6 +239,7 @@ impl Worker {
             steady_ended: false,
             cpu_at_start: None,
             peers_total: 0,
+            relay_turn: false,
             cfg,
         })
     }
@@ -641,16 +644,27 @@ impl Worker {
         let Some(s) = c.socket.as_ref() else {
             return;
         };
+        // The relay baseline gets the same RTP at the same moment, first every other time:
+        // whichever of the two is sent to second tends to find its core taken by the first
+        // and wakes later, to more packets at once. With the SFU always first it slept
+        // ~345 times a second against the relay's ~190 at 100 participants; the other way
+        // round, 260 against 210.
+        let shadow = match (self.cfg.relay, c.shadow.as_ref()) {
+            (Some(relay), Some(shadow)) if crate::relay::is_rtp(&o.bytes) => Some((shadow, relay)),
+            _ => None,
+        };
+        self.relay_turn = !self.relay_turn;
+        let relay_first = self.relay_turn;
+        if let (true, Some((shadow, relay))) = (relay_first, shadow) {
+            let _ = shadow.send_to(&o.bytes, relay);
+        }
         match s.send_to(&o.bytes, o.dest) {
             Ok(n) => {
                 c.traffic.tx_packets += 1;
                 c.traffic.tx_bytes += n as u64;
                 self.cfg.live.tx_packets.fetch_add(1, Ordering::Relaxed);
-                // The relay baseline gets the same RTP at the same moment.
-                if let (Some(relay), Some(shadow)) = (self.cfg.relay, c.shadow.as_ref()) {
-                    if crate::relay::is_rtp(&o.bytes) {
-                        let _ = shadow.send_to(&o.bytes, relay);
-                    }
+                if let (false, Some((shadow, relay))) = (relay_first, shadow) {
+                    let _ = shadow.send_to(&o.bytes, relay);
                 }
             }
             Err(_) => self.error("send"),

@@ -118,6 +118,9 @@ pub fn serve_relay() -> Result<(), LoadError> {
     let mut rooms = Rooms::default();
     let mut batch = RecvBatch::new(MAX_BATCH, 2048);
     let mut out: Vec<Transmit> = Vec::with_capacity(4 * MAX_BATCH);
+    // Datagram buffers are reused, as the SFU reuses its own: the floor this relay stands
+    // for is the kernel's, not an allocator's.
+    let mut pool: Vec<Vec<u8>> = Vec::with_capacity(4 * MAX_BATCH);
     let local = socket.local_addr();
     while !stop.load(Ordering::Relaxed) {
         udp::wait(&socket, &wake, Duration::from_millis(100));
@@ -126,17 +129,20 @@ pub fn serve_relay() -> Result<(), LoadError> {
             if n == 0 {
                 break;
             }
-            out.clear();
             for (source, bytes) in batch.iter() {
                 rooms.route(source, bytes, |destination| {
+                    let mut contents = pool.pop().unwrap_or_else(|| Vec::with_capacity(2048));
+                    contents.clear();
+                    contents.extend_from_slice(bytes);
                     out.push(Transmit {
                         source: local,
                         destination,
-                        contents: bytes.to_vec(),
+                        contents,
                     })
                 });
             }
             socket.send_batch(&out);
+            pool.extend(out.drain(..).map(|t| t.contents));
         }
     }
     Ok(())
