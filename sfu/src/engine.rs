@@ -334,7 +334,8 @@ impl SfuEngine {
                 }
                 // A publisher's SRTP, once str0m has shown us its stream, is opened here.
                 let crypto = &*self.crypto;
-                match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, source, bytes))) {
+                let out = &mut self.out;
+                match catch_unwind(AssertUnwindSafe(|| p.open_lean(crypto, source, bytes, out))) {
                     Ok(Opened::Packet(pkt)) => {
                         self.counters.rtp_in_lean += 1;
                         self.forward(now, pid, pkt);
@@ -766,6 +767,12 @@ impl SfuEngine {
     /// One RTP packet from a publisher: enforce mute/can_speak, update speaker selection,
     /// write it into the right slot of each subscriber.
     fn forward(&mut self, now: Instant, from: ParticipantId, pkt: Inbound) {
+        self.forward_packet(now, from, &pkt);
+        // The payload's buffer goes back to the pool the next packet is opened into.
+        self.out.recycle(pkt.payload);
+    }
+
+    fn forward_packet(&mut self, now: Instant, from: ParticipantId, pkt: &Inbound) {
         self.counters.rtp_in += 1;
         let Some(p) = self.participants.get(&from) else {
             return;
@@ -849,7 +856,7 @@ impl SfuEngine {
             let out = &mut self.out;
             let crypto = &*self.crypto;
             match catch_unwind(AssertUnwindSafe(|| {
-                sub.forward(now, crypto, slot, from, &pkt, out)
+                sub.forward(now, crypto, slot, from, pkt, out)
             })) {
                 Ok(Ok(Forwarded::Sent)) => {
                     forwarded += 1;

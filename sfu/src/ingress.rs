@@ -209,6 +209,12 @@ impl RtpOpener {
 
     /// Authenticate, decrypt and replay-check one datagram.
     pub fn open(&mut self, datagram: &[u8]) -> Opened {
+        self.open_into(datagram, Vec::new())
+    }
+
+    /// [`Self::open`], with the payload written into `buf` (the engine hands in a pooled
+    /// buffer and takes it back after forwarding: no allocation per packet).
+    pub fn open_into(&mut self, datagram: &[u8], mut buf: Vec<u8>) -> Opened {
         let Some(h) = parse_rtp_header(datagram, self.level_id) else {
             return Opened::NotMine;
         };
@@ -225,7 +231,8 @@ impl RtpOpener {
                 if body.len() < GCM_TAG_LEN {
                     return Opened::Refused;
                 }
-                let mut buf = body.to_vec();
+                buf.clear();
+                buf.extend_from_slice(body);
                 let iv = gcm_iv(*salt, h.ssrc, index);
                 match key.open_in_place(iv, Aad::from(header), &mut buf) {
                     Ok(plain) => {
@@ -260,7 +267,9 @@ impl RtpOpener {
                 if dec.decrypt(&iv, input, &mut self.scratch).is_err() {
                     return Opened::Refused;
                 }
-                self.scratch[..input.len()].to_vec()
+                buf.clear();
+                buf.extend_from_slice(&self.scratch[..input.len()]);
+                buf
             }
         };
         self.window.accept(index);
@@ -360,6 +369,21 @@ mod tests {
                 );
             }
             assert!(matches!(opener.open(&fresh), Opened::Packet(_)));
+            // `open_into` writes the payload into the buffer it is handed (the engine's
+            // pool): old contents gone, no reallocation.
+            let (rtp9, hl9) = packet(9, None, b"opus frame");
+            let mut srtp9 = Vec::new();
+            sender.seal(&rtp9, hl9, 4242, 9, &mut srtp9).unwrap();
+            let mut pooled = Vec::with_capacity(1500);
+            pooled.extend_from_slice(b"the previous packet's bytes");
+            let at = pooled.as_ptr();
+            match opener.open_into(&srtp9, pooled) {
+                Opened::Packet(p) => {
+                    assert_eq!(p.payload, b"opus frame", "{profile:?}");
+                    assert_eq!(p.payload.as_ptr(), at, "{profile:?}: reallocated");
+                }
+                other => panic!("{profile:?}: {other:?}"),
+            }
         }
     }
 

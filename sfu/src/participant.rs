@@ -125,17 +125,43 @@ pub(crate) enum Forwarded {
     NoSlot,
 }
 
+/// `repr(C)` so the fields keep this order: what forwarding reads sits in the first three
+/// cache lines (`HOT_LINES`, all prefetched from the id alone), the rest after. Laid out by
+/// the compiler, the fields a subscriber's forwarded packet reads were spread over seven of
+/// the struct's eleven lines.
+#[repr(C, align(64))]
 pub(crate) struct Participant {
+    // Line 0: every forwarded packet, publisher and subscribers.
     pub id: ParticipantId,
-    pub session: SessionId,
-    pub user: UserId,
-    pub display_name: String,
-    pub room: RoomId,
+    egress: Egress,
+    pub slots: Vec<ReceiveSlot>,
+    pub connected: bool,
+    /// Deafened: nothing is forwarded to it.
+    pub deafened: bool,
     pub can_speak: bool,
     pub server_muted: bool,
     pub self_muted: bool,
-    /// Deafened: nothing is forwarded to it.
-    pub deafened: bool,
+    /// The payload type of Opus as negotiated; packets with any other are dropped.
+    pub opus_pt: Pt,
+    ext_ids: ExtIds,
+    // Line 1: where forwarded packets go, from where.
+    /// Where media goes (the lean egress path): where str0m last sent DTLS or SRTCP (its
+    /// nominated pair; STUN answers go to any address that checks, so they do not count), or
+    /// where the peer's last authenticated SRTP came from (WebRTC sends and receives on one
+    /// pair, so a NAT rebinding moves it at the next packet).
+    media_destination: Option<SocketAddr>,
+    local_addr: SocketAddr,
+    // Line 2: timers (read after each forward), the publisher's opener and room.
+    /// When the `Rtc` next wants `Input::Timeout`.
+    pub deadline: Instant,
+    /// The deadline currently in the engine's timer heap.
+    pub scheduled: Option<Instant>,
+    ingress: Ingress,
+    pub room: RoomId,
+    // Cold: joins, leaves, signaling, the data channel, str0m.
+    pub session: SessionId,
+    pub user: UserId,
+    pub display_name: String,
     /// Who its client was told (data channel) is speaking and not yet told stopped.
     pub told_speaking: Vec<ParticipantId>,
     /// Boxed: an `Rtc` is ~10 KB, and inline it spread the few fields forwarding reads
@@ -146,20 +172,8 @@ pub(crate) struct Participant {
     /// Remote addresses routed to this participant (bounded).
     pub addrs: Vec<SocketAddr>,
     last_destination: Option<SocketAddr>,
-    /// Where media goes (the lean egress path): where str0m last sent DTLS or SRTCP (its
-    /// nominated pair; STUN answers go to any address that checks, so they do not count), or
-    /// where the peer's last authenticated SRTP came from (WebRTC sends and receives on one
-    /// pair, so a NAT rebinding moves it at the next packet).
-    media_destination: Option<SocketAddr>,
-    /// The payload type of Opus as negotiated; packets with any other are dropped.
-    pub opus_pt: Pt,
-    pub slots: Vec<ReceiveSlot>,
     /// SRTP keys from the DTLS handshake, negotiated header extension ids, our address.
     keys: KeySlot,
-    ext_ids: ExtIds,
-    local_addr: SocketAddr,
-    egress: Egress,
-    ingress: Ingress,
     publish_level_id: Option<u8>,
     /// Answers plain consent refreshes without str0m ([`crate::stun`]); `None` when the
     /// offer named no ICE ufrag we could read.
@@ -167,16 +181,14 @@ pub(crate) struct Participant {
     pub channel: Option<ChannelId>,
     /// When the SFU last wrote on the data channel.
     channel_written_at: Option<Instant>,
-    pub connected: bool,
     pub joined_at: Instant,
     pub disconnected_at: Option<Instant>,
-    /// When the `Rtc` next wants `Input::Timeout`.
-    pub deadline: Instant,
-    /// The deadline currently in the engine's timer heap.
-    pub scheduled: Option<Instant>,
     #[cfg(feature = "fault-injection")]
     pub fail_next: bool,
 }
+
+/// Cache lines at the start of [`Participant`] that forwarding reads.
+pub(crate) const HOT_LINES: usize = 3;
 
 /// Bound on timeout rounds in one drain: str0m normally settles in one, and a misbehaving
 /// `Rtc` must not stall the worker.
@@ -391,6 +403,7 @@ impl Participant {
         crypto: &CryptoProvider,
         source: SocketAddr,
         datagram: &[u8],
+        out: &mut Outbox,
     ) -> Opened {
         if let Ingress::Seen { ssrc, index } = self.ingress {
             let keys = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
@@ -402,7 +415,7 @@ impl Participant {
             };
         }
         let opened = match &mut self.ingress {
-            Ingress::Lean(opener) => opener.open(datagram),
+            Ingress::Lean(opener) => opener.open_into(datagram, out.buffer(datagram.len())),
             _ => Opened::NotMine,
         };
         if matches!(opened, Opened::Packet(_)) {
@@ -708,10 +721,13 @@ impl ParticipantTable {
         self.entries.iter().flatten()
     }
 
-    /// Start loading the entry of `id` (its first lines: what forwarding reads first).
+    /// Start loading the entry of `id`: its first [`HOT_LINES`], what forwarding reads.
     pub fn prefetch(&self, id: ParticipantId) {
         if let Some(entry) = self.entries.get(Self::index(id)) {
-            crate::egress::prefetch(entry);
+            let p = (entry as *const Option<Participant>).cast::<u8>();
+            for line in 0..HOT_LINES {
+                crate::egress::prefetch(p.wrapping_add(64 * line));
+            }
         }
     }
 }
@@ -767,5 +783,39 @@ mod table_tests {
         ids.sort();
         assert_eq!(ids, vec![b, c]);
         assert!(t.get(&ParticipantId(u64::MAX)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use std::mem::{align_of, offset_of, size_of};
+
+    use super::*;
+
+    /// What forwarding reads stays in the prefetched lines (see [`Participant`]).
+    #[test]
+    fn forwarding_fields_sit_in_the_hot_lines() {
+        assert_eq!(align_of::<Participant>(), 64);
+        // The slab stores `Option<Participant>` with the struct at offset 0 (niche).
+        assert_eq!(size_of::<Option<Participant>>(), size_of::<Participant>());
+        let hot = [
+            offset_of!(Participant, id) + size_of::<ParticipantId>(),
+            offset_of!(Participant, egress) + size_of::<Egress>(),
+            offset_of!(Participant, slots) + size_of::<Vec<ReceiveSlot>>(),
+            offset_of!(Participant, opus_pt) + 1,
+            offset_of!(Participant, ext_ids) + size_of::<ExtIds>(),
+            offset_of!(Participant, media_destination) + size_of::<Option<SocketAddr>>(),
+            offset_of!(Participant, local_addr) + size_of::<SocketAddr>(),
+            offset_of!(Participant, deadline) + size_of::<Instant>(),
+            offset_of!(Participant, scheduled) + size_of::<Option<Instant>>(),
+            offset_of!(Participant, ingress) + size_of::<Ingress>(),
+            offset_of!(Participant, room) + size_of::<RoomId>(),
+        ];
+        for end in hot {
+            assert!(
+                end <= 64 * HOT_LINES,
+                "a forwarding field ends at byte {end}"
+            );
+        }
     }
 }
