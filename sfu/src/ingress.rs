@@ -174,7 +174,6 @@ pub struct RtpOpener {
     ssrc: u32,
     level_id: Option<u8>,
     window: ReplayWindow,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for RtpOpener {
@@ -203,7 +202,6 @@ impl RtpOpener {
             ssrc,
             level_id,
             window: ReplayWindow::starting_at(index),
-            scratch: Vec::new(),
         })
     }
 
@@ -262,13 +260,13 @@ impl RtpOpener {
                 }
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, h.ssrc, index);
                 let input = &authed[h.header_len..];
-                self.scratch.clear();
-                self.scratch.resize(input.len() + 15, 0);
-                if dec.decrypt(&iv, input, &mut self.scratch).is_err() {
+                // The cipher wants a block of slack after the output.
+                buf.clear();
+                buf.resize(input.len() + 15, 0);
+                if dec.decrypt(&iv, input, &mut buf).is_err() {
                     return Opened::Refused;
                 }
-                buf.clear();
-                buf.extend_from_slice(&self.scratch[..input.len()]);
+                buf.truncate(input.len());
                 buf
             }
         };
