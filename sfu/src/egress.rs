@@ -481,6 +481,38 @@ pub struct ExtIds {
     pub mid: Option<u8>,
 }
 
+/// A MID as the RTP header extension carries it (RFC 8843: 1 to 16 bytes), copied out of
+/// str0m's `Mid` once per slot: its `Deref` checks UTF-8 and trims on every call, and did so
+/// for every forwarded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireMid {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl WireMid {
+    /// A MID longer than 16 bytes cannot be sent in a one-byte extension: it becomes empty,
+    /// and [`write_rtp`] leaves the extension out.
+    pub fn new(mid: &str) -> Self {
+        let src = mid.as_bytes();
+        let mut bytes = [0u8; 16];
+        let len = if src.len() <= bytes.len() {
+            src.len()
+        } else {
+            0
+        };
+        bytes[..len].copy_from_slice(&src[..len]);
+        Self {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// Fields of one forwarded RTP packet.
 #[derive(Debug, Clone, Copy)]
 pub struct RtpFields<'a> {
@@ -530,6 +562,18 @@ pub fn write_rtp(buf: &mut Vec<u8>, ids: &ExtIds, f: &RtpFields<'_>, payload: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_mids_are_the_mid_or_nothing() {
+        assert_eq!(WireMid::new("1").as_bytes(), b"1");
+        assert_eq!(WireMid::new("slot-2").as_bytes(), b"slot-2");
+        assert_eq!(
+            WireMid::new(&"m".repeat(16)).as_bytes(),
+            "m".repeat(16).as_bytes()
+        );
+        assert_eq!(WireMid::new(&"m".repeat(17)).as_bytes(), b"");
+        assert_eq!(WireMid::new("").as_bytes(), b"");
+    }
 
     fn provider() -> CryptoProvider {
         str0m::crypto::from_feature_flags()

@@ -118,10 +118,13 @@ pub struct SfuEngine {
     admission: Admission,
     /// A slab indexed by the id itself ([`ParticipantTable`]): no hashing on the media path.
     participants: ParticipantTable,
-    /// Tables keyed by what strangers send (addresses, ufrags) keep SipHash.
     sessions: HashMap<SessionId, ParticipantId>,
-    by_ufrag: HashMap<String, ParticipantId>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// Looked up on every datagram, with keys that strangers choose: a seeded hash
+    /// (foldhash), not an unkeyed one, yet several times cheaper than SipHash on these
+    /// short keys. Entries exist only for admitted participants (a ufrag from the join, a
+    /// few addresses each after authenticated STUN).
+    by_ufrag: HashMap<String, ParticipantId, foldhash::fast::RandomState>,
+    by_addr: HashMap<SocketAddr, ParticipantId, foldhash::fast::RandomState>,
     /// Rooms come from signed grants, so the fast hash is safe here.
     rooms: FxHashMap<RoomId, VoiceRoom>,
     timers: TimerHeap<ParticipantId>,
@@ -151,8 +154,8 @@ impl SfuEngine {
             cfg,
             participants: ParticipantTable::default(),
             sessions: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_ufrag: HashMap::default(),
+            by_addr: HashMap::default(),
             rooms: FxHashMap::default(),
             timers: TimerHeap::default(),
             next_housekeeping: None,

@@ -15,7 +15,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc, RtcError};
 use str0m::crypto::CryptoProvider;
 use tracing::debug;
 
-use crate::egress::{write_rtp, ExtIds, KeySlot, RtpFields, RtpSealer};
+use crate::egress::{write_rtp, ExtIds, KeySlot, RtpFields, RtpSealer, WireMid};
 use crate::ingress::{Inbound, Opened, RtpOpener};
 use crate::slots::ForwardingSlot;
 use crate::stun::{StunResponder, StunVerdict};
@@ -88,6 +88,8 @@ impl Outbox {
 /// One recvonly m-line of the subscriber, carrying whoever is in that slot.
 pub(crate) struct ReceiveSlot {
     pub mid: Mid,
+    /// `mid` as forwarded packets carry it.
+    pub wire_mid: WireMid,
     pub ssrc: Ssrc,
     pub forwarding: ForwardingSlot<ParticipantId>,
     /// Who the client was last told is in this slot (`None` until told at all).
@@ -233,6 +235,7 @@ impl Participant {
             .slots
             .into_iter()
             .map(|(mid, ssrc)| ReceiveSlot {
+                wire_mid: WireMid::new(&mid),
                 mid,
                 ssrc,
                 // Random start so streams of different slots do not look alike; below
@@ -341,7 +344,7 @@ impl Participant {
                 timestamp: rw.timestamp,
                 ssrc: *ssrc,
                 audio_level: pkt.audio_level,
-                mid: rs.mid.as_bytes(),
+                mid: rs.wire_mid.as_bytes(),
             };
             // Written straight into the datagram buffer and sealed there: no copy.
             let mut contents = out.buffer(pkt.payload.len() + MAX_RTP_OVERHEAD);

@@ -16,7 +16,7 @@
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use haven_proto::speaking::{LevelConfig, LevelMeter};
+use haven_proto::speaking::{LevelConfig, LevelMeter, Smoothing};
 use rustc_hash::FxHashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,6 +71,8 @@ struct Member {
 #[derive(Debug)]
 pub struct SpeakerSelector<K> {
     cfg: SelectionConfig,
+    /// `cfg.level.smoothing()`, worked out once rather than per packet.
+    smoothing: Smoothing,
     members: FxHashMap<K, Member>,
     selected: Vec<Option<K>>,
     runner_up: Option<K>,
@@ -80,6 +82,7 @@ pub struct SpeakerSelector<K> {
 impl<K: Copy + Eq + Hash> SpeakerSelector<K> {
     pub fn new(slots: usize, cfg: SelectionConfig) -> Self {
         Self {
+            smoothing: cfg.level.smoothing(),
             cfg,
             members: FxHashMap::default(),
             selected: vec![None; slots],
@@ -138,7 +141,9 @@ impl<K: Copy + Eq + Hash> SpeakerSelector<K> {
             slot: None,
             held_since: None,
         });
-        let speaking = member.meter.observe(&level, now, dbov, voice);
+        let speaking = member
+            .meter
+            .observe_smoothed(&level, &self.smoothing, now, dbov, voice);
         let is_speech = level.is_speech(dbov, voice);
         let mut changed = false;
 

@@ -49,10 +49,29 @@ impl LevelConfig {
         dbov.is_none_or(|d| d <= self.speech_dbov)
     }
 
+    /// The per-packet smoothing factors, worked out once (each is an `exp`).
+    pub fn smoothing(&self) -> Smoothing {
+        let alpha =
+            |tau: Duration| 1.0 - (-FRAME.as_secs_f32() / tau.as_secs_f32().max(1e-3)).exp();
+        Smoothing {
+            attack: alpha(self.attack),
+            release: alpha(self.release),
+        }
+    }
+
     fn loudness_sample(&self, dbov: Option<u8>) -> f32 {
         let d = dbov.unwrap_or(self.speech_dbov).min(SILENCE_DBOV);
         f32::from(SILENCE_DBOV - d)
     }
+}
+
+/// How far one packet moves the smoothed loudness towards its own level, rising and falling
+/// ([`LevelConfig::smoothing`]). The SFU keeps one per room instead of taking an `exp` on
+/// every packet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Smoothing {
+    attack: f32,
+    release: f32,
 }
 
 /// Smoothed loudness (dB above silence, 0..=127) and speaking state of one participant.
@@ -73,14 +92,26 @@ impl LevelMeter {
         dbov: Option<u8>,
         voice: Option<bool>,
     ) -> Option<bool> {
+        self.observe_smoothed(cfg, &cfg.smoothing(), now, dbov, voice)
+    }
+
+    /// [`Self::observe`] with `cfg`'s smoothing worked out beforehand (`smoothing` must be
+    /// `cfg.smoothing()`).
+    pub fn observe_smoothed(
+        &mut self,
+        cfg: &LevelConfig,
+        smoothing: &Smoothing,
+        now: Instant,
+        dbov: Option<u8>,
+        voice: Option<bool>,
+    ) -> Option<bool> {
         let sample = cfg.loudness_sample(dbov);
         let base = self.loudness_at(cfg, now);
-        let tau = if sample > base {
-            cfg.attack
+        let alpha = if sample > base {
+            smoothing.attack
         } else {
-            cfg.release
+            smoothing.release
         };
-        let alpha = 1.0 - (-FRAME.as_secs_f32() / tau.as_secs_f32().max(1e-3)).exp();
         self.loudness = if self.updated_at.is_none() {
             sample
         } else {
@@ -209,5 +240,30 @@ mod tests {
         assert!(down > 50.0 && down < up, "{down}");
         // One second without packets decays towards silence.
         assert!(m.loudness_at(&cfg, t + ms(1000)) < down / 10.0);
+    }
+
+    #[test]
+    fn precomputed_smoothing_is_the_per_packet_one() {
+        let cfg = LevelConfig {
+            attack: ms(60),
+            ..LevelConfig::default()
+        };
+        let s = cfg.smoothing();
+        // 1 - e^(-20/60) and 1 - e^(-20/300).
+        assert!((s.attack - 0.283_469).abs() < 1e-5, "{s:?}");
+        assert!((s.release - 0.064_493).abs() < 1e-5, "{s:?}");
+        let t0 = Instant::now();
+        let (mut a, mut b) = (LevelMeter::default(), LevelMeter::default());
+        for (i, level) in [127u8, 30, 30, 90, 40, 127, 127, 20]
+            .into_iter()
+            .enumerate()
+        {
+            let t = t0 + ms(20 * i as u64);
+            assert_eq!(
+                a.observe(&cfg, t, Some(level), None),
+                b.observe_smoothed(&cfg, &s, t, Some(level), None)
+            );
+            assert_eq!(a.loudness_at(&cfg, t), b.loudness_at(&cfg, t));
+        }
     }
 }
