@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::node::pinning::{CertPin, PinnedCertVerifier};
+use crate::node::quic_runtime::PromptTimers;
 
 /// The request id of the registration (replies carry it back).
 const REGISTER_ID: u64 = 1;
@@ -169,7 +170,14 @@ async fn establish(cfg: &LinkConfig, register: NodeRegister) -> Result<Establish
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Endpoint)?;
+    let socket = std::net::UdpSocket::bind(bind).map_err(LinkError::Endpoint)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(PromptTimers),
+    )
+    .map_err(LinkError::Endpoint)?;
     let connection = endpoint
         .connect_with(client_config(cfg)?, remote, &cfg.server_name)
         .map_err(|e| LinkError::Connect(e.to_string()))?

@@ -8,8 +8,8 @@
 //! - [`placement`]: which worker owns which room and session (hash maps).
 //! - [`controller`]: the control task: link to signaling, request routing, heartbeats,
 //!   graceful drain.
-//! - [`control_link`] + [`pinning`]: the QUIC link (quinn, rustls/ring) with signaling's
-//!   certificate pinned by SHA-256.
+//! - [`control_link`] + [`pinning`] + [`quic_runtime`]: the QUIC link (quinn, rustls/ring)
+//!   with signaling's certificate pinned by SHA-256, on timers that do not wake for nothing.
 //! - [`http`] + [`metrics`] + [`stats`] + [`cpu`]: `/healthz`, `/metrics`, CPU accounting.
 //!
 //! [`SfuNode::start`] binds everything (so the ready file can list real ports), then
@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod pinning;
 pub mod placement;
+pub mod quic_runtime;
 pub mod stats;
 pub mod udp;
 pub mod worker;
