@@ -202,10 +202,14 @@ pub struct Sample {
     pub relay_rx: u64,
 }
 
-/// The readings that bound a window: the first at/after `start`, the last at/before `end`.
+/// The readings that bound a window: the first at/after `start` and the first at/after
+/// `end` (the run samples as each bound passes). When the SFU's counters were scraped at
+/// all, only samples that carry them count, so CPU and packets cover the same interval.
 pub fn window_bounds(samples: &[Sample], start: Instant, end: Instant) -> Option<(Sample, Sample)> {
-    let first = samples.iter().find(|s| s.at >= start)?;
-    let last = samples.iter().rev().find(|s| s.at <= end)?;
+    let scraped = samples.iter().any(|s| s.sfu_forwarded.is_some());
+    let usable = |s: &&Sample| !scraped || s.sfu_forwarded.is_some();
+    let first = samples.iter().filter(usable).find(|s| s.at >= start)?;
+    let last = samples.iter().filter(usable).find(|s| s.at >= end)?;
     (last.at > first.at).then_some((*first, *last))
 }
 
@@ -227,15 +231,36 @@ pub fn rate_series(samples: &[Sample], t0: Instant) -> Vec<SeriesPoint> {
                 (Some(a), Some(b)) => b.ticks.saturating_sub(a.ticks) as f64 / hz / dt * 100.0,
                 _ => 0.0,
             };
-            let fwd = match (w[0].sfu_forwarded, w[1].sfu_forwarded) {
-                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / dt,
-                _ => 0.0,
-            };
+            let fwd = forwarded_rate_around(samples, w[1].at);
             let rx = w[1].clients_rx.saturating_sub(w[0].clients_rx) as f64 / dt;
             let t = w[1].at.saturating_duration_since(t0).as_secs_f64();
             Some((t, cpu, fwd, rx))
         })
         .collect()
+}
+
+/// The SFU's forwarding rate over the scrape interval that holds `at` (scrapes are rarer
+/// than samples): between the last sample with counters before `at` and the first at or
+/// after it. 0 where there is no such pair.
+fn forwarded_rate_around(samples: &[Sample], at: Instant) -> f64 {
+    let scraped = |s: &&Sample| s.sfu_forwarded.is_some();
+    let before = samples.iter().filter(scraped).rfind(|s| s.at < at);
+    let after = samples.iter().filter(scraped).find(|s| s.at >= at);
+    match (before, after) {
+        (Some(a), Some(b)) => {
+            let dt = b.at.saturating_duration_since(a.at).as_secs_f64();
+            let n = b
+                .sfu_forwarded
+                .unwrap_or(0)
+                .saturating_sub(a.sfu_forwarded.unwrap_or(0));
+            if dt > 0.0 {
+                n as f64 / dt
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    }
 }
 
 /// A short busy loop for tests and calibration.
@@ -310,9 +335,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.sfu_forwarded, Some(300));
-        assert_eq!(b.sfu_forwarded, Some(700));
+        assert_eq!(b.sfu_forwarded, Some(800));
         let r = rate_series(&s, t0);
         assert_eq!(r.len(), 9);
         assert!((r[0].2 - 400.0).abs() < 1e-6);
+        // Scraped only now and then: bounds skip samples without counters, and the rate
+        // between two scrapes holds for every sample between them.
+        let sparse: Vec<Sample> = s
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Sample {
+                sfu_forwarded: x.sfu_forwarded.filter(|_| i % 4 == 0),
+                ..*x
+            })
+            .collect();
+        let (a, b) = window_bounds(
+            &sparse,
+            t0 + Duration::from_millis(100),
+            t0 + Duration::from_millis(1100),
+        )
+        .unwrap();
+        assert_eq!((a.sfu_forwarded, b.sfu_forwarded), (Some(400), Some(800)));
+        assert_eq!(a.at, t0 + Duration::from_millis(1000));
+        let r = rate_series(&sparse, t0);
+        assert!(r[..8].iter().all(|p| (p.2 - 400.0).abs() < 1e-6), "{r:?}");
+        assert_eq!(r[8].2, 0.0, "no scrape after the last sample: no rate");
+        // Never scraped (the relay target): any sample bounds the window.
+        let bare: Vec<Sample> = s
+            .iter()
+            .map(|x| Sample {
+                sfu_forwarded: None,
+                ..*x
+            })
+            .collect();
+        assert!(window_bounds(&bare, t0, t0 + Duration::from_millis(600)).is_some());
     }
 }
