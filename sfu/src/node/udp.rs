@@ -293,8 +293,11 @@ mod sys {
     }
 
     pub(super) fn send_chunk(socket: &UdpSocket, chunk: &[Transmit], outcome: &mut SendOutcome) {
-        let chunk = &chunk[..chunk.len().min(MAX_BATCH)];
-        let n = chunk.len();
+        // `send_batch` hands over at most `MAX_BATCH`; anything past that is counted as
+        // dropped rather than written past the arrays.
+        let n = chunk.len().min(MAX_BATCH);
+        outcome.dropped += (chunk.len() - n) as u64;
+        let chunk = &chunk[..n];
         let mut arrays = Messages::uninit();
         let (names, iovs, hdrs) = arrays.pointers();
         for (i, t) in chunk.iter().enumerate() {
@@ -427,6 +430,22 @@ mod sys {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn a_chunk_longer_than_a_batch_sends_a_batch_and_counts_the_rest() {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let transmits: Vec<Transmit> = (0..MAX_BATCH + 1)
+                .map(|i| Transmit {
+                    source: socket.local_addr().unwrap(),
+                    destination: sink.local_addr().unwrap(),
+                    contents: vec![i as u8; 8],
+                })
+                .collect();
+            let mut outcome = SendOutcome::default();
+            send_chunk(&socket, &transmits, &mut outcome);
+            assert_eq!((outcome.sent, outcome.dropped), (MAX_BATCH as u64, 1));
+        }
 
         #[test]
         fn socket_addresses_convert_both_ways() {
