@@ -235,13 +235,18 @@ pub(crate) fn prefetch<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
+/// [`prefetch`] every cache line of the `len` bytes from `p`.
+#[inline(always)]
+pub(crate) fn prefetch_bytes(p: *const u8, len: usize) {
+    for offset in (0..len).step_by(64) {
+        prefetch(p.wrapping_add(offset));
+    }
+}
+
 /// [`prefetch`] every cache line of `v`.
 #[inline(always)]
 fn prefetch_all<T>(v: &T) {
-    let p = (v as *const T).cast::<u8>();
-    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
-        prefetch(p.wrapping_add(offset));
-    }
+    prefetch_bytes((v as *const T).cast::<u8>(), std::mem::size_of::<T>());
 }
 
 /// SRTP AES-GCM authentication tag length (both key sizes).
@@ -511,6 +516,11 @@ impl WireMid {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// The MID as text (it was made from a `&str`, so the bytes are UTF-8).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Fields of one forwarded RTP packet.
@@ -567,6 +577,7 @@ mod tests {
     fn wire_mids_are_the_mid_or_nothing() {
         assert_eq!(WireMid::new("1").as_bytes(), b"1");
         assert_eq!(WireMid::new("slot-2").as_bytes(), b"slot-2");
+        assert_eq!(WireMid::new("slot-2").as_str(), "slot-2");
         assert_eq!(
             WireMid::new(&"m".repeat(16)).as_bytes(),
             "m".repeat(16).as_bytes()

@@ -1055,7 +1055,7 @@ impl SfuEngine {
                 let who = src.and_then(|s| self.participants.get(&s));
                 SlotEntry {
                     slot: k as u8,
-                    mid: slot.mid.to_string(),
+                    mid: slot.mid.as_str().to_owned(),
                     session: who.map(|w| w.session),
                     user: who.map(|w| w.user),
                 }

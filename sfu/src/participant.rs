@@ -87,9 +87,8 @@ impl Outbox {
 
 /// One recvonly m-line of the subscriber, carrying whoever is in that slot.
 pub(crate) struct ReceiveSlot {
-    pub mid: Mid,
-    /// `mid` as forwarded packets carry it.
-    pub wire_mid: WireMid,
+    /// The m-line's MID, as forwarded packets carry it.
+    pub mid: WireMid,
     pub ssrc: Ssrc,
     pub forwarding: ForwardingSlot<ParticipantId>,
     /// Who the client was last told is in this slot (`None` until told at all).
@@ -235,8 +234,7 @@ impl Participant {
             .slots
             .into_iter()
             .map(|(mid, ssrc)| ReceiveSlot {
-                wire_mid: WireMid::new(&mid),
-                mid,
+                mid: WireMid::new(&mid),
                 ssrc,
                 // Random start so streams of different slots do not look alike; below
                 // 2^15 so the SRTP rollover counter starts at zero and stays there a while.
@@ -344,7 +342,7 @@ impl Participant {
                 timestamp: rw.timestamp,
                 ssrc: *ssrc,
                 audio_level: pkt.audio_level,
-                mid: rs.wire_mid.as_bytes(),
+                mid: rs.mid.as_bytes(),
             };
             // Written straight into the datagram buffer and sealed there: no copy.
             let mut contents = out.buffer(pkt.payload.len() + MAX_RTP_OVERHEAD);
@@ -728,9 +726,7 @@ impl ParticipantTable {
     pub fn prefetch(&self, id: ParticipantId) {
         if let Some(entry) = self.entries.get(Self::index(id)) {
             let p = (entry as *const Option<Participant>).cast::<u8>();
-            for line in 0..HOT_LINES {
-                crate::egress::prefetch(p.wrapping_add(64 * line));
-            }
+            crate::egress::prefetch_bytes(p, 64 * HOT_LINES);
         }
     }
 }
