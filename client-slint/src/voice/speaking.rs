@@ -10,7 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use haven_proto::speaking::{LevelConfig, LevelMeter, SILENCE_DBOV};
+use haven_proto::speaking::{LevelConfig, LevelMeter, Smoothing, SILENCE_DBOV};
 use haven_proto::UserId;
 
 #[derive(Debug, Default, Clone)]
@@ -23,6 +23,8 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct SpeakingView {
     cfg: LevelConfig,
+    /// `cfg.smoothing()`, worked out once rather than per packet.
+    smoothing: Smoothing,
     slots: Vec<Slot>,
     /// What the SFU's data channel said is speaking.
     told: HashSet<UserId>,
@@ -69,7 +71,10 @@ impl SpeakingView {
             return;
         };
         let dbov = audio_level.map(|l| (-i16::from(l)).clamp(0, i16::from(SILENCE_DBOV)) as u8);
-        if s.meter.observe(&self.cfg, now, dbov, voice).is_some() {
+        if s.meter
+            .observe_smoothed(&self.cfg, &self.smoothing, now, dbov, voice)
+            .is_some()
+        {
             if let Some(u) = s.user {
                 self.reevaluate(u);
             }

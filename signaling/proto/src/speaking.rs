@@ -74,6 +74,13 @@ pub struct Smoothing {
     release: f32,
 }
 
+impl Default for Smoothing {
+    /// [`LevelConfig::default`]'s.
+    fn default() -> Self {
+        LevelConfig::default().smoothing()
+    }
+}
+
 /// Smoothed loudness (dB above silence, 0..=127) and speaking state of one participant.
 #[derive(Clone, Debug, Default)]
 pub struct LevelMeter {
