@@ -316,8 +316,9 @@ impl SfuTarget for EngineThreadTarget {
         Some(self.shell.counters.snapshot())
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Option<bool> {
         self.shell.stop();
+        None
     }
 }
 
@@ -486,22 +487,20 @@ impl SfuTarget for EngineProcessTarget {
         self.latest.lock().ok().and_then(|l| *l)
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Option<bool> {
         // Closing stdin tells the child to exit; wait for it (bounded), then make sure.
-        if let Ok(mut s) = self.stdin.lock() {
-            s.take();
-        }
-        if let Ok(mut child) = self.child.lock() {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let closed = self.stdin.lock().ok()?.take().is_some();
+        let mut child = self.child.lock().ok()?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return closed.then_some(true);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        closed.then_some(false)
     }
 }
 

@@ -164,6 +164,10 @@ pub struct RunResult {
     pub audio: AudioSummary,
     pub steady_window_s: f64,
     pub wall_s: f64,
+    /// For a target that is a process of its own (`haven-sfu`, `engine-process`): whether
+    /// it left by itself when stopped (for the node: two SIGTERMs, as an operator stops it)
+    /// rather than being killed.
+    pub target_left_cleanly: Option<bool>,
     /// /proc/loadavg (1 min) before and after: other work on the machine skews every figure.
     pub machine_load_before: Option<f64>,
     pub machine_load_after: Option<f64>,
@@ -398,9 +402,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
         .as_ref()
         .map_or_else(|| "mesh (peers connect to each other)".into(), |t| t.name());
     let rss_is_own = target.as_ref().is_some_and(|t| t.rss_is_own());
-    if let Some(t) = &target {
-        t.shutdown();
-    }
+    let target_left_cleanly = target.as_ref().and_then(|t| t.shutdown());
     echo.stop();
 
     let mut result = figures(FigureInputs {
@@ -418,6 +420,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, LoadError> {
         impair_down,
         audio: table.summary(),
         wall_s: wall0.elapsed().as_secs_f64(),
+        target_left_cleanly,
     });
     drop(relay);
     result.machine_load_before = load_before;
@@ -445,6 +448,7 @@ struct FigureInputs<'a> {
     impair_down: ImpairCounters,
     audio: AudioSummary,
     wall_s: f64,
+    target_left_cleanly: Option<bool>,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -606,6 +610,7 @@ fn figures(i: FigureInputs<'_>) -> RunResult {
             b.at.saturating_duration_since(a.at).as_secs_f64()
         }),
         wall_s: i.wall_s,
+        target_left_cleanly: i.target_left_cleanly,
         machine_load_before: None,
         machine_load_after: None,
     }

@@ -277,12 +277,46 @@ impl SfuTarget for HavenSfuTarget {
         scrape(self.http, "/metrics")
     }
 
-    fn shutdown(&self) {
-        if let Some(mut c) = self.child.lock().ok().and_then(|mut c| c.take()) {
-            let _ = c.kill();
-            let _ = c.wait();
+    fn shutdown(&self) -> Option<bool> {
+        let mut c = self.child.lock().ok()?.take()?;
+        Some(stop_node(&mut c))
+    }
+}
+
+/// How long a node may take to leave after its second SIGTERM (it closes every participant
+/// and its control link, bounded by a few seconds) before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stop a node the way an operator does: SIGTERM starts its drain and a second one ends the
+/// drain at once, so the node leaves through `main`. That is also when a build made for
+/// profile-guided optimisation (`cargo xtask pgo`) writes its profile; a killed node writes
+/// none. SIGKILL only if it is still there after [`STOP_TIMEOUT`]. True if it left by itself.
+pub fn stop_node(child: &mut Child) -> bool {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return false;
+    };
+    for wait in [Duration::from_millis(300), STOP_TIMEOUT] {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        // SAFETY: signalling our own child, which has not been reaped (try_wait said so).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
+    eprintln!("haven-sfu (pid {pid}) did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 impl Drop for HavenSfuTarget {

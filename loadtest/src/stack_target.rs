@@ -450,11 +450,12 @@ impl SfuTarget for StackTarget {
         scrape(*addr, path)
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Option<bool> {
         // Closing the sockets leaves voice.
         if let Ok(mut s) = self.sockets.lock() {
             s.clear();
         }
+        None
     }
 }
 

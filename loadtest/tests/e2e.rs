@@ -48,18 +48,17 @@ fn options(s: Scenario, target: TargetKind) -> RunOptions {
     }
 }
 
-/// `--relay-baseline`: the relay runs beside the SFU, gets a copy of the same RTP and
-/// forwards it to the same rooms, so both forward at the same rate in the same window.
-#[test]
-fn the_relay_baseline_forwards_the_same_packets_beside_the_sfu() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut opts = options(scenario(2, 3, 1, 3, "none"), TargetKind::EngineProcess);
+/// A `--relay-baseline` run against `target`: clean, and the relay forwarding the same rate
+/// as the SFU over the same window, with CPU figures for both.
+fn run_beside_the_relay(target: TargetKind) -> haven_loadtest::run::RunResult {
+    let mut opts = options(scenario(2, 3, 1, 3, "none"), target);
     opts.relay_baseline = true;
     let r = run(&opts).expect("run").result;
     println!("{}", summary_table(&r));
     assert_eq!(r.errors, 0, "{:?}", r.error_counts);
     assert!(r.loss_pct < 0.5, "loss {}", r.loss_pct);
     let sfu = r.packets_per_s.sfu_forwarded.expect("SFU rate");
+    assert!(sfu > 0.0);
     let relay = r.relay.as_ref().expect("relay figures");
     assert!(
         (relay.forwarded_per_s - sfu).abs() <= 0.2 * sfu,
@@ -71,6 +70,28 @@ fn the_relay_baseline_forwards_the_same_packets_beside_the_sfu() {
         .cpu_us_per_forwarded_packet_schedstat
         .is_some_and(|x| x > 0.0));
     assert!(r.cpu_ratio_vs_relay_schedstat.is_some_and(|x| x > 0.0));
+    r
+}
+
+/// `--relay-baseline`: the relay runs beside the SFU, gets a copy of the same RTP and
+/// forwards it to the same rooms, so both forward at the same rate in the same window.
+#[test]
+fn the_relay_baseline_forwards_the_same_packets_beside_the_sfu() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = run_beside_the_relay(TargetKind::EngineProcess);
+    // The engine's child process closes when its stdin does.
+    assert_eq!(r.target_left_cleanly, Some(true));
+}
+
+/// The benchmark's own path: the real `haven-sfu` binary (the harness plays signaling over
+/// QUIC) beside the relay, and at the end the node stopped as an operator stops it, leaving
+/// by itself (which is also when a `cargo xtask pgo` training build writes its profile).
+#[test]
+fn the_real_node_forwards_beside_the_relay_and_stops_on_sigterm() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = run_beside_the_relay(TargetKind::HavenSfu);
+    assert!(r.sfu_rss_bytes.is_some_and(|b| b > 0));
+    assert_eq!(r.target_left_cleanly, Some(true));
 }
 
 #[test]
