@@ -493,8 +493,8 @@ impl SfuTarget for EngineProcessTarget {
         let mut child = self.child.lock().ok()?;
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return closed.then_some(true);
+            if let Ok(Some(status)) = child.try_wait() {
+                return closed.then_some(status.success());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

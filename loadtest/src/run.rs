@@ -165,8 +165,8 @@ pub struct RunResult {
     pub steady_window_s: f64,
     pub wall_s: f64,
     /// For a target that is a process of its own (`haven-sfu`, `engine-process`): whether
-    /// it left by itself when stopped (for the node: two SIGTERMs, as an operator stops it)
-    /// rather than being killed.
+    /// it exited by itself with status 0 when stopped (for the node: two SIGTERMs, as an
+    /// operator stops it), rather than crashing or being killed.
     pub target_left_cleanly: Option<bool>,
     /// /proc/loadavg (1 min) before and after: other work on the machine skews every figure.
     pub machine_load_before: Option<f64>,

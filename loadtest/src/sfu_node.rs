@@ -290,7 +290,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stop a node the way an operator does: SIGTERM starts its drain and a second one ends the
 /// drain at once, so the node leaves through `main`. That is also when a build made for
 /// profile-guided optimisation (`cargo xtask pgo`) writes its profile; a killed node writes
-/// none. SIGKILL only if it is still there after [`STOP_TIMEOUT`]. True if it left by itself.
+/// none. SIGKILL only if it is still there after [`STOP_TIMEOUT`]. True if it left by itself
+/// with status 0 (a node that crashed on the way out, or before, is not clean either).
 pub fn stop_node(child: &mut Child) -> bool {
     let Ok(pid) = i32::try_from(child.id()) else {
         let _ = child.kill();
@@ -298,8 +299,8 @@ pub fn stop_node(child: &mut Child) -> bool {
         return false;
     };
     for wait in [Duration::from_millis(300), STOP_TIMEOUT] {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return true;
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
         }
         // SAFETY: signalling our own child, which has not been reaped (try_wait said so).
         unsafe {
@@ -307,8 +308,8 @@ pub fn stop_node(child: &mut Child) -> bool {
         }
         let end = Instant::now() + wait;
         while Instant::now() < end {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return true;
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
             }
             std::thread::sleep(Duration::from_millis(20));
         }

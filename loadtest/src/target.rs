@@ -93,8 +93,9 @@ pub trait SfuTarget: Send + Sync {
     /// True when `measured` is a whole process of its own (so its RSS is the SFU's).
     fn rss_is_own(&self) -> bool;
     fn counters(&self) -> Option<SfuCounters>;
-    /// Stop the target. For a process of its own: whether it left by itself (`false`: it
-    /// had to be killed); `None` for in-process targets and on a second call.
+    /// Stop the target. For a process of its own: whether it exited by itself with status 0
+    /// (`false`: it failed or had to be killed); `None` for in-process targets and on a
+    /// second call.
     fn shutdown(&self) -> Option<bool>;
 }
 
