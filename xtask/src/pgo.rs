@@ -72,7 +72,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "-Cprofile-generate={}",
         base.join("build-script-profiles").display()
     );
-    build_node(root, &instrumented_dir, &generate)?;
+    build_node(root, &instrumented_dir, &[generate])?;
     let instrumented = instrumented_dir.join("release").join("haven-sfu");
 
     if raw.exists() {
@@ -135,11 +135,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         std::fs::remove_dir_all(&optimized_dir)
             .with_context(|| format!("clearing {}", optimized_dir.display()))?;
     }
-    let use_profile = format!(
+    let use_profile = [
+        format!("-Cprofile-use={}", profdata.display()),
         // Functions the training never ran are expected (setup paths, other targets).
-        "-Cprofile-use={} -Cllvm-args=-pgo-warn-missing-function=false",
-        profdata.display()
-    );
+        "-Cllvm-args=-pgo-warn-missing-function=false".to_string(),
+    ];
     build_node(root, &optimized_dir, &use_profile)?;
     let out = base.join("haven-sfu");
     std::fs::copy(optimized_dir.join("release").join("haven-sfu"), &out)
@@ -152,8 +152,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p haven-sfu` into `dir` with `flags` added to RUSTFLAGS.
-fn build_node(root: &Path, dir: &Path, flags: &str) -> Result<()> {
+/// `cargo build --release -p haven-sfu` into `dir` with `flags` added to the caller's
+/// compiler flags.
+fn build_node(root: &Path, dir: &Path, flags: &[String]) -> Result<()> {
     cargo::run(
         root,
         &[
@@ -166,20 +167,42 @@ fn build_node(root: &Path, dir: &Path, flags: &str) -> Result<()> {
         ],
         &[
             ("CARGO_TARGET_DIR", dir.display().to_string()),
+            // Encoded (0x1f between flags) so that a path with spaces stays one flag; cargo
+            // prefers it to RUSTFLAGS.
             (
-                "RUSTFLAGS",
-                rustflags_with(std::env::var_os("RUSTFLAGS"), flags),
+                "CARGO_ENCODED_RUSTFLAGS",
+                encoded_rustflags(
+                    std::env::var_os("CARGO_ENCODED_RUSTFLAGS"),
+                    std::env::var_os("RUSTFLAGS"),
+                    flags,
+                ),
             ),
         ],
     )
 }
 
-/// The caller's RUSTFLAGS (if any) followed by `flags`.
-fn rustflags_with(existing: Option<OsString>, flags: &str) -> String {
-    match existing.map(|s| s.to_string_lossy().trim().to_string()) {
-        Some(s) if !s.is_empty() => format!("{s} {flags}"),
-        _ => flags.to_string(),
-    }
+/// The caller's flags (`CARGO_ENCODED_RUSTFLAGS`, else `RUSTFLAGS` split on whitespace, as
+/// cargo reads them) followed by `flags`, in cargo's encoded form.
+fn encoded_rustflags(
+    encoded: Option<OsString>,
+    plain: Option<OsString>,
+    flags: &[String],
+) -> String {
+    let mut all: Vec<String> = match (encoded, plain) {
+        (Some(e), _) if !e.is_empty() => e
+            .to_string_lossy()
+            .split('\x1f')
+            .map(String::from)
+            .collect(),
+        (_, Some(p)) => p
+            .to_string_lossy()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    };
+    all.extend(flags.iter().cloned());
+    all.join("\x1f")
 }
 
 /// `CARGO_TARGET_DIR`, else `<workspace>/target`.
@@ -262,13 +285,25 @@ mod tests {
     }
 
     #[test]
-    fn profile_flags_follow_the_callers_rustflags() {
-        let f = "-Cprofile-use=/p.profdata";
-        assert_eq!(rustflags_with(None, f), f);
-        assert_eq!(rustflags_with(Some(" ".into()), f), f);
+    fn profile_flags_follow_the_callers_flags_and_keep_spaces_in_paths() {
+        let f = ["-Cprofile-use=/my repo/p.profdata".to_string()];
+        assert_eq!(encoded_rustflags(None, None, &f), f[0]);
         assert_eq!(
-            rustflags_with(Some("-Ctarget-cpu=native".into()), f),
-            "-Ctarget-cpu=native -Cprofile-use=/p.profdata"
+            encoded_rustflags(Some("".into()), Some(" ".into()), &f),
+            f[0]
+        );
+        assert_eq!(
+            encoded_rustflags(None, Some(" -Ctarget-cpu=native  -g ".into()), &f),
+            "-Ctarget-cpu=native\x1f-g\x1f-Cprofile-use=/my repo/p.profdata"
+        );
+        // Cargo prefers the encoded form when both are set, and so does this.
+        assert_eq!(
+            encoded_rustflags(
+                Some("--cfg\x1ffoo bar".into()),
+                Some("-Cignored".into()),
+                &f
+            ),
+            "--cfg\x1ffoo bar\x1f-Cprofile-use=/my repo/p.profdata"
         );
     }
 
