@@ -491,16 +491,12 @@ impl SfuTarget for EngineProcessTarget {
         // Closing stdin tells the child to exit; wait for it (bounded), then make sure.
         let closed = self.stdin.lock().ok()?.take().is_some();
         let mut child = self.child.lock().ok()?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return closed.then_some(status.success());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let left = haven_devstack::process::wait_for_exit(&mut child, Duration::from_secs(3));
+        if left.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        closed.then_some(false)
+        closed.then_some(left.is_some_and(|s| s.success()))
     }
 }
 

@@ -19,6 +19,8 @@ use haven_proto::control::ControlBody;
 use haven_proto::grant::GrantSigner;
 use haven_proto::NodeId;
 
+use haven_devstack::process::wait_for_exit;
+
 use crate::control_peer::ControlPeer;
 use crate::engine_shell::GrantMinter;
 use crate::procstat::ProcTarget;
@@ -306,12 +308,8 @@ pub fn stop_node(child: &mut Child) -> bool {
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        let end = Instant::now() + wait;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_for_exit(child, wait) {
+            return status.success();
         }
     }
     eprintln!("haven-sfu (pid {pid}) did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it");

@@ -75,9 +75,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     build_node(root, &instrumented_dir, &[generate])?;
     let instrumented = instrumented_dir.join("release").join("haven-sfu");
 
-    if raw.exists() {
-        std::fs::remove_dir_all(&raw).with_context(|| format!("clearing {}", raw.display()))?;
-    }
+    remove_if_present(&raw)?;
     std::fs::create_dir_all(&raw)?;
     for (rooms, secs) in TRAINING {
         let secs = seconds.unwrap_or(secs);
@@ -131,10 +129,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     eprintln!("xtask: pgo: building the optimised node");
     let optimized_dir = base.join("optimized");
-    if optimized_dir.exists() {
-        std::fs::remove_dir_all(&optimized_dir)
-            .with_context(|| format!("clearing {}", optimized_dir.display()))?;
-    }
+    remove_if_present(&optimized_dir)?;
     let use_profile = [
         format!("-Cprofile-use={}", profdata.display()),
         // Functions the training never ran are expected (setup paths, other targets).
@@ -203,6 +198,14 @@ fn encoded_rustflags(
     };
     all.extend(flags.iter().cloned());
     all.join("\x1f")
+}
+
+/// Delete `dir` and everything in it, if it is there.
+fn remove_if_present(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// `CARGO_TARGET_DIR`, else `<workspace>/target`.
